@@ -1,0 +1,89 @@
+"""The job contract: what the API publishes, what a worker consumes, what a status shows.
+
+The JetStream message follows the design's format::
+
+    {"job_id", "type", "parameters", "input": {"storage_key"},
+     "metadata": {"created_at", "retry_count", "request_id", "generation"}}
+
+``generation`` counts DLQ replays: a replay keeps the job_id and gives a fresh retry
+budget, and the status store orders updates by (generation, attempt, phase).
+"""
+
+from datetime import datetime, timezone
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobType(StrEnum):
+    RESIZE = "resize"
+    CROP = "crop"
+    PIPELINE = "pipeline"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Phase(IntEnum):
+    """Order of statuses within one attempt; the status store never moves backwards."""
+
+    QUEUED = 0
+    PROCESSING = 1
+    RETRYING = 2
+    TERMINAL = 3
+
+
+PHASE_OF: dict[JobStatus, Phase] = {
+    JobStatus.QUEUED: Phase.QUEUED,
+    JobStatus.PROCESSING: Phase.PROCESSING,
+    JobStatus.RETRYING: Phase.RETRYING,
+    JobStatus.COMPLETED: Phase.TERMINAL,
+    JobStatus.FAILED: Phase.TERMINAL,
+}
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
+
+
+def utc_now() -> str:
+    """Timestamps are ISO 8601 in UTC with milliseconds, e.g. 2026-11-23T13:39:05.123Z."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JobInput(BaseModel):
+    storage_key: str = Field(min_length=1, max_length=1024)
+
+
+class JobMetadata(BaseModel):
+    created_at: str
+    retry_count: int = 0
+    request_id: str = ""
+    generation: int = 0
+
+
+class JobMessage(BaseModel):
+    """One JetStream message = one job."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    type: JobType
+    parameters: dict[str, Any]
+    input: JobInput
+    metadata: JobMetadata
+
+
+class OutputInfo(BaseModel):
+    """One stored output; ``url`` is filled in by the API when a status is read."""
+
+    name: str = "default"
+    storage_key: str
+    width: int
+    height: int
+    format: str
+    bytes: int

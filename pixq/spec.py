@@ -1,0 +1,239 @@
+"""Request parameters and the one processing spec every job is run through.
+
+``/resize``, ``/crop`` and ``/jobs`` all validate here, at submit, so a worker never
+discovers a bad parameter. ``to_pipeline`` turns each job type into the same
+``PipelineSpec`` (ordered steps, then named variants), which the worker executes.
+"""
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pixq.errors import ErrorCode, PixqError
+from pixq.jobs import JobType
+
+MAX_DIMENSION = 16384
+"""Largest width or height a request may ask for (libvips' WebP limit, and sane for all)."""
+
+Fit = Literal["cover", "contain", "fill", "inside", "outside"]
+OutputFormat = Literal["jpeg", "png", "webp", "avif", "gif", "tiff", "same"]
+Gravity = Literal[
+    "centre", "north", "northeast", "east", "southeast", "south", "southwest", "west",
+    "northwest", "attention", "entropy",
+]
+Dimension = Annotated[int, Field(ge=1, le=MAX_DIMENSION)]
+_COLOUR = re.compile(r"^#?([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OutputOptions(_Strict):
+    """How an output is encoded. ``format`` absent or ``same`` keeps the input's format
+    when it can be written, otherwise JPEG (PNG when the image has alpha)."""
+
+    format: OutputFormat = "same"
+    quality: int = Field(80, ge=1, le=100)
+    lossless: bool = False
+    progressive: bool = False
+    strip: bool = True
+    background: str = "#ffffff"
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format_alias(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.lower()
+            return {"jpg": "jpeg", "tif": "tiff"}.get(value, value)
+        return value
+
+    @field_validator("background")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        if not _COLOUR.match(value):
+            raise ValueError("expected a hex colour such as #ffffff or #00000000")
+        return value if value.startswith("#") else f"#{value}"
+
+
+class ResizeOptions(_Strict):
+    width: Dimension | None = None
+    height: Dimension | None = None
+    fit: Fit = "inside"
+    enlarge: bool = False
+    gravity: Gravity = "centre"
+
+    @field_validator("gravity", mode="before")
+    @classmethod
+    def _gravity_alias(cls, value: Any) -> Any:
+        return "centre" if value == "center" else value
+
+    @model_validator(mode="after")
+    def _needs_a_size(self) -> "ResizeOptions":
+        if self.width is None and self.height is None:
+            raise ValueError("give width, height or both")
+        if self.fit in ("cover", "contain", "fill") and (self.width is None or self.height is None):
+            # sharp's rule: these fits need a box; with one side they behave as 'inside'.
+            object.__setattr__(self, "fit", "inside")
+        return self
+
+
+class ResizeParams(ResizeOptions, OutputOptions):
+    """Parameters of POST /api/v1/resize."""
+
+
+class CropBox(_Strict):
+    """A crop: an explicit box (x, y, width, height), or width/height placed by gravity."""
+
+    x: int | None = Field(None, ge=0, le=10 * MAX_DIMENSION)
+    y: int | None = Field(None, ge=0, le=10 * MAX_DIMENSION)
+    width: Dimension
+    height: Dimension
+    gravity: Gravity = "centre"
+
+    @field_validator("gravity", mode="before")
+    @classmethod
+    def _gravity_alias(cls, value: Any) -> Any:
+        return "centre" if value == "center" else value
+
+    @model_validator(mode="after")
+    def _box_is_complete(self) -> "CropBox":
+        if (self.x is None) != (self.y is None):
+            raise ValueError("give both x and y, or neither (then gravity places the box)")
+        return self
+
+    @property
+    def is_box(self) -> bool:
+        return self.x is not None
+
+
+class CropParams(CropBox, OutputOptions):
+    """Parameters of POST /api/v1/crop."""
+
+
+# --- Pipeline steps ------------------------------------------------------------------
+
+
+class ResizeStep(ResizeOptions):
+    op: Literal["resize"]
+    background: str = "#ffffff"
+
+
+class CropStep(CropBox):
+    op: Literal["crop"]
+
+
+class RotateStep(_Strict):
+    op: Literal["rotate"]
+    angle: Literal[0, 90, 180, 270]
+
+
+class FlipStep(_Strict):
+    """Mirror vertically (top-bottom)."""
+
+    op: Literal["flip"]
+
+
+class FlopStep(_Strict):
+    """Mirror horizontally (left-right)."""
+
+    op: Literal["flop"]
+
+
+class BlurStep(_Strict):
+    op: Literal["blur"]
+    sigma: float = Field(ge=0.3, le=100)
+
+
+class SharpenStep(_Strict):
+    op: Literal["sharpen"]
+    sigma: float = Field(1.0, ge=0.3, le=10)
+
+
+class GrayscaleStep(_Strict):
+    op: Literal["grayscale"]
+
+
+Step = Annotated[
+    Union[ResizeStep, CropStep, RotateStep, FlipStep, FlopStep, BlurStep, SharpenStep, GrayscaleStep],
+    Field(discriminator="op"),
+]
+
+
+class Variant(OutputOptions):
+    """One named output, resized (when a size is given) from the result of the steps."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$")
+    width: Dimension | None = None
+    height: Dimension | None = None
+    fit: Fit = "inside"
+    enlarge: bool = False
+    gravity: Gravity = "centre"
+
+    @field_validator("gravity", mode="before")
+    @classmethod
+    def _gravity_alias(cls, value: Any) -> Any:
+        return "centre" if value == "center" else value
+
+    @property
+    def resize(self) -> ResizeOptions | None:
+        if self.width is None and self.height is None:
+            return None
+        return ResizeOptions(width=self.width, height=self.height, fit=self.fit,
+                             enlarge=self.enlarge, gravity=self.gravity)
+
+
+class PipelineSpec(_Strict):
+    """Parameters of POST /api/v1/jobs: ordered steps, then up to 10 named variants."""
+
+    steps: list[Step] = Field(default_factory=list, max_length=10)
+    variants: list[Variant] = Field(default_factory=lambda: [Variant(name="default")],
+                                    min_length=1, max_length=10)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "PipelineSpec":
+        names = [variant.name for variant in self.variants]
+        if len(names) != len(set(names)):
+            raise ValueError("variant names must be unique")
+        return self
+
+
+_MODEL_OF: dict[JobType, type[BaseModel]] = {
+    JobType.RESIZE: ResizeParams,
+    JobType.CROP: CropParams,
+    JobType.PIPELINE: PipelineSpec,
+}
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One readable line per problem, e.g. ``width: Input should be greater than or equal to 1``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(item) for item in error["loc"]) or "parameters"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def validate_parameters(job_type: JobType, parameters: dict[str, Any]) -> BaseModel:
+    """Validate a request's parameters for its job type or raise INVALID_PARAMETERS."""
+    try:
+        return _MODEL_OF[job_type].model_validate(parameters)
+    except ValidationError as exc:
+        raise PixqError(ErrorCode.INVALID_PARAMETERS, describe_validation_error(exc)) from None
+
+
+def to_pipeline(job_type: JobType, parameters: dict[str, Any]) -> PipelineSpec:
+    """The one engine: resize and crop are shorthands for a single-variant pipeline."""
+    model = validate_parameters(job_type, parameters)
+    if isinstance(model, PipelineSpec):
+        return model
+    output = OutputOptions(**{k: getattr(model, k) for k in OutputOptions.model_fields})
+    if isinstance(model, ResizeParams):
+        return PipelineSpec(steps=[], variants=[Variant(
+            name="default", width=model.width, height=model.height, fit=model.fit,
+            enlarge=model.enlarge, gravity=model.gravity, **output.model_dump())])
+    assert isinstance(model, CropParams)
+    crop = CropStep(op="crop", x=model.x, y=model.y, width=model.width,
+                    height=model.height, gravity=model.gravity)
+    return PipelineSpec(steps=[crop], variants=[Variant(name="default", **output.model_dump())])

@@ -1,0 +1,42 @@
+"""Parse human units from configuration: durations (``30s``, ``500ms``, ``2m``) and sizes (``50MiB``)."""
+
+import re
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_SIZE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Return seconds; a bare number means seconds. Raises ValueError on anything else."""
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise ValueError("duration must not be negative")
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 2m, 1h)")
+    number, unit = match.groups()
+    return float(number) * _DURATION_UNITS[unit or "s"]
+
+
+def parse_duration_list(text: str | list) -> list[float]:
+    """Parse ``0s,2s,8s`` into seconds; at least one entry."""
+    parts = text if isinstance(text, list) else [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("needs at least one duration, e.g. 0s,2s,8s,30s")
+    return [parse_duration(part) for part in parts]
+
+
+def parse_size(text: str | int) -> int:
+    """Return bytes from ``52428800``, ``50MiB`` or ``50MB``."""
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError("size must not be negative")
+        return text
+    match = _SIZE.match(text)
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r} (use e.g. 52428800, 50MiB, 20MB)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]

@@ -1,0 +1,1 @@
+"""pixq worker: pulls jobs from JetStream and processes them with libvips."""
