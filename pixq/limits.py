@@ -8,6 +8,9 @@ TRUSTED_INPUT_FORMATS = frozenset({"jpeg", "png", "webp", "gif", "tiff", "avif",
 """Input formats decoded by default. SVG, PDF and the like run large parsers on untrusted
 input and are accepted only with ENABLE_UNTRUSTED_LOADERS=true."""
 UNTRUSTED_INPUT_FORMATS = frozenset({"svg", "pdf"})
+ANIMATED_FORMATS = frozenset({"gif", "webp", "avif", "heif"})
+"""Formats whose frame count is held to MAX_ANIMATION_FRAMES (pixq renders the first frame
+only, but a header that declares thousands of frames is refused before it is scanned)."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Image processing with libvips: an ordered list of small steps (imgproxy's model).
 
-Public surface used by the consumer: ``process`` and ``Rendered``.
+Modules, in pipeline order: load (header, limits, shrink-on-load), colour (orientation,
+sRGB), resize / crop / effects (the steps), encode (format choice, savers); pipeline runs
+them. Public surface used by the consumer: ``process`` and ``Rendered``.
 """
 
 from worker.imaging.pipeline import Rendered, process

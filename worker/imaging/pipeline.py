@@ -1,7 +1,13 @@
-"""Run a PipelineSpec on one input: load once, apply the steps, render every variant.
+"""Run a PipelineSpec on one input: the ordered list of steps, imgproxy-style.
 
-First cut: shrink-on-load thumbnail for resize, extract_area for crop. Runs in a worker
-thread (libvips releases the GIL), so it must not touch asyncio.
+    open_source (header, limits) -> decode: shrink-on-load thumbnail when a resize comes
+    first or there are no steps (then once, at the largest variant's size), else a full
+    decode -> orient + sRGB -> steps -> [memory copy when several variants share it]
+    -> per variant: resize, fit to format, encode
+
+Runs in a worker thread (libvips releases the GIL); must not touch asyncio. Every
+failure leaves as PixqError: permanent codes for bad input, TIMEOUT when ``cancel`` is
+set, PROCESSING_FAILED for anything unexpected.
 """
 
 import threading
@@ -11,11 +17,11 @@ import pyvips
 
 from pixq.errors import ErrorCode, PixqError
 from pixq.limits import Limits
-from pixq.spec import CropStep, PipelineSpec, Variant
-
-_SAVERS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "avif": ".avif", "gif": ".gif", "tiff": ".tif"}
-_LOADER_FORMAT = {"jpegload": "jpeg", "pngload": "png", "webpload": "webp", "gifload": "gif",
-                  "tiffload": "tiff", "heifload": "heif"}
+from pixq.spec import (BlurStep, CropStep, FlipStep, FlopStep, GrayscaleStep, PipelineSpec,
+                       ResizeOptions, ResizeStep, RotateStep, SharpenStep, Step, Variant)
+from worker.imaging import colour, crop, effects, encode, load, resize
+from worker.imaging.geometry import ResizePlan
+from worker.imaging.load import Source, vips_message
 
 
 @dataclass(frozen=True)
@@ -30,66 +36,169 @@ class Rendered:
     extension: str
 
 
-def _input_format(image: pyvips.Image) -> str:
-    loader = image.get("vips-loader") if image.get_typeof("vips-loader") else ""
-    for prefix, fmt in _LOADER_FORMAT.items():
-        if loader.startswith(prefix):
-            return fmt
-    return loader or "unknown"
-
-
-def _load(data: bytes, limits: Limits) -> pyvips.Image:
-    try:
-        image = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="error")
-    except pyvips.Error as exc:
-        raise PixqError(ErrorCode.INVALID_IMAGE, f"cannot decode input: {str(exc).splitlines()[0]}") from None
-    fmt = _input_format(image)
-    if fmt not in limits.allowed_input_formats:
-        raise PixqError(ErrorCode.UNSUPPORTED_FORMAT, f"input format {fmt!r} is not accepted")
-    if image.width * image.height > limits.max_input_pixels:
-        raise PixqError(ErrorCode.IMAGE_TOO_LARGE,
-                        f"input is {image.width}x{image.height}, over MAX_INPUT_PIXELS={limits.max_input_pixels}")
-    return image
-
-
-def _crop(image: pyvips.Image, step: CropStep) -> pyvips.Image:
-    if step.is_box:
-        if step.x + step.width > image.width or step.y + step.height > image.height:
-            raise PixqError(ErrorCode.CROP_OUT_OF_BOUNDS,
-                            f"crop box {step.x},{step.y} {step.width}x{step.height} is outside the "
-                            f"{image.width}x{image.height} image")
-        return image.extract_area(step.x, step.y, step.width, step.height)
-    return image.smartcrop(min(step.width, image.width), min(step.height, image.height))
-
-
-def _encode(image: pyvips.Image, variant: Variant, input_format: str) -> Rendered:
-    fmt = variant.format
-    if fmt == "same":
-        fmt = input_format if input_format in _SAVERS else "jpeg"
-    suffix = _SAVERS[fmt]
-    options = {"strip": variant.strip} if fmt != "gif" else {}
-    if fmt in ("jpeg", "webp", "avif", "tiff"):
-        options["Q"] = variant.quality
-    data = image.write_to_buffer(suffix, **options)
-    return Rendered(variant.name, data, image.width, image.height, fmt, suffix.lstrip("."))
-
-
 def process(data: bytes, spec: PipelineSpec, limits: Limits,
             cancel: threading.Event | None = None) -> list[Rendered]:
-    """Return one Rendered per variant, or raise PixqError with a permanent code."""
-    image = _load(data, limits)
-    input_format = _input_format(image)
-    for step in spec.steps:
-        if isinstance(step, CropStep):
-            image = _crop(image, step)
+    """Return one Rendered per variant, or raise PixqError (see module docstring)."""
+    guard = Guard(cancel)
+    try:
+        return _run(data, spec, limits, guard)
+    except PixqError:
+        raise
+    except pyvips.Error as exc:
+        guard.check()
+        raise classify(exc) from None
+    except Exception as exc:  # noqa: BLE001 - the contract: nothing else escapes
+        guard.check()
+        raise PixqError(ErrorCode.PROCESSING_FAILED, f"processing failed: {type(exc).__name__}: {exc}") from None
+
+
+def _run(data: bytes, spec: PipelineSpec, limits: Limits, guard: "Guard") -> list[Rendered]:
+    source = load.open_source(data, limits)
+    guard.check()
+    steps = list(spec.steps)
+    if not steps and all(variant.resize is not None for variant in spec.variants):
+        # Resizes only: one shrink-on-load decode at the largest size any variant needs,
+        # every variant planned against the input's own (oriented) size.
+        reference = (source.info.oriented_width, source.info.oriented_height)
+        plans = [resize.plan(*reference, variant.resize) for variant in spec.variants]
+        for plan in plans:
+            check_output(plan.scaled, limits)
+        image = _shared_thumbnail(source, plans)
+    else:
+        reference = None
+        plans = [None] * len(spec.variants)
+        if steps and isinstance(steps[0], ResizeStep):
+            image = _resize_on_load(source, steps.pop(0), limits)
+        else:
+            image = _decode(source, steps)
+        for step in steps:
+            guard.check()
+            image = apply_step(image, step, limits)
+    if len(spec.variants) > 1:
+        image = guard.watch(image).copy_memory()  # decoded once, shared by the variants
     outputs = []
-    for variant in spec.variants:
-        out = image
-        if variant.resize is not None:
-            size = "down" if not variant.enlarge else "both"
-            out = image.thumbnail_image(variant.width or 100000, height=variant.height or 100000, size=size)
-        try:
-            outputs.append(_encode(out, variant, input_format))
-        except pyvips.Error as exc:
-            raise PixqError(ErrorCode.INVALID_IMAGE, f"cannot process input: {str(exc).splitlines()[0]}") from None
+    for variant, plan in zip(spec.variants, plans):
+        guard.check()
+        outputs.append(render(source, image, variant, plan, limits, guard))
     return outputs
+
+
+def _shared_thumbnail(source: Source, plans: list[ResizePlan]) -> pyvips.Image:
+    """Shrink on load to the biggest scaled size among the plans (never above the input)."""
+    width, height = source.info.oriented_width, source.info.oriented_height
+    scale = min(1.0, max(max(plan.scaled[0] / width, plan.scaled[1] / height) for plan in plans))
+    if len(plans) == 1:
+        size = plans[0].scaled if scale < 1.0 or plans[0].scaled == (width, height) else (width, height)
+    else:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return colour.to_srgb(load.thumbnail(source, *size), profile_applied=True)
+
+
+def _resize_on_load(source: Source, step: ResizeOptions, limits: Limits) -> pyvips.Image:
+    plan = resize.plan(source.info.oriented_width, source.info.oriented_height, step)
+    check_output(plan.scaled, limits)
+    image = colour.to_srgb(resize.scale_loaded(source, plan), profile_applied=True)
+    return resize.finish(image, plan, step.gravity, getattr(step, "background", "#ffffff"))
+
+
+def _decode(source: Source, steps: list[Step]) -> pyvips.Image:
+    """Full-size decode, oriented and converted to sRGB (still lazy)."""
+    reorders = source.info.orientation not in (1, 2) or any(
+        isinstance(step, (RotateStep, FlipStep)) or (isinstance(step, CropStep) and step.gravity in
+                                                     ("attention", "entropy")) for step in steps)
+    image = load.decode(source, access="random" if reorders else "sequential")
+    return colour.to_srgb(colour.orient(image))
+
+
+def apply_step(image: pyvips.Image, step: Step, limits: Limits) -> pyvips.Image:
+    if isinstance(step, ResizeStep):
+        plan = resize.plan(image.width, image.height, step)
+        check_output(plan.scaled, limits)
+        return resize.finish(resize.scale(image, plan), plan, step.gravity, step.background)
+    if isinstance(step, CropStep):
+        return crop.crop(image, step)
+    if isinstance(step, RotateStep):
+        return effects.rotate(image, step)
+    if isinstance(step, FlipStep):
+        return effects.flip(image)
+    if isinstance(step, FlopStep):
+        return effects.flop(image)
+    if isinstance(step, BlurStep):
+        return effects.blur(image, step)
+    if isinstance(step, SharpenStep):
+        return effects.sharpen(image, step)
+    if isinstance(step, GrayscaleStep):
+        return effects.grayscale(image)
+    raise PixqError(ErrorCode.PROCESSING_FAILED, f"unknown step {type(step).__name__}")
+
+
+def render(source: Source, image: pyvips.Image, variant: Variant, plan: ResizePlan | None,
+           limits: Limits, guard: "Guard") -> Rendered:
+    """One variant: resize (``plan`` precomputed against the input size, else against the
+    image), fit to the output format, encode."""
+    options = variant.resize
+    if options is not None:
+        if plan is None:
+            plan = resize.plan(image.width, image.height, options)
+            check_output(plan.scaled, limits)
+        out = resize.finish(resize.scale(image, plan), plan, options.gravity, variant.background)
+    else:
+        out = image
+    fmt = encode.output_format(variant.format, source.info.format, out.hasalpha())
+    out = encode.prepare(out, fmt, variant.background)
+    check_output((out.width, out.height), limits, fmt)
+    data = encode.encode(guard.watch(out), fmt, variant)
+    guard.check()
+    return Rendered(variant.name, data, out.width, out.height, fmt, encode.EXTENSIONS[fmt])
+
+
+FORMAT_MAX_SIDE = {"webp": 16383, "jpeg": 65500, "gif": 65535, "avif": 65536, "png": 10_000_000,
+                   "tiff": 10_000_000}
+
+
+def check_output(size: tuple[int, int], limits: Limits, fmt: str | None = None) -> None:
+    width, height = size
+    if width * height > limits.max_output_pixels:
+        raise PixqError(ErrorCode.OUTPUT_TOO_LARGE,
+                        f"output would be {width}x{height}, over MAX_OUTPUT_PIXELS={limits.max_output_pixels}")
+    if fmt is not None and max(width, height) > FORMAT_MAX_SIDE[fmt]:
+        raise PixqError(ErrorCode.OUTPUT_TOO_LARGE,
+                        f"{fmt} cannot hold {width}x{height} (max side {FORMAT_MAX_SIDE[fmt]})")
+
+
+_INPUT_ERRORS = ("load", "vipsjpeg", "vipspng", "libpng", "gif", "webp", "tiff", "heif", "uhdr",
+                 "premature", "truncated", "corrupt", "read error", "not a known", "bad ")
+
+
+def classify(exc: pyvips.Error) -> PixqError:
+    """A libvips failure: bad input data (INVALID_IMAGE) or anything else (PROCESSING_FAILED)."""
+    text = str(exc).lower()
+    detail = text.split("\n", 1)[1] if "\n" in text else text
+    if any(marker in detail for marker in _INPUT_ERRORS):
+        return PixqError(ErrorCode.INVALID_IMAGE, f"cannot decode input: {vips_message(exc)}")
+    return PixqError(ErrorCode.PROCESSING_FAILED, f"processing failed: {vips_message(exc)}")
+
+
+class Guard:
+    """Job timeout: when ``cancel`` is set, kill the libvips computation in progress
+    (eval progress signal -> set_kill) and raise TIMEOUT at the next check."""
+
+    def __init__(self, cancel: threading.Event | None) -> None:
+        self.cancel = cancel
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise PixqError(ErrorCode.TIMEOUT, "processing cancelled: job timeout")
+
+    def watch(self, image: pyvips.Image) -> pyvips.Image:
+        if self.cancel is None:
+            return image
+        cancel = self.cancel
+
+        def on_eval(target: pyvips.Image, _progress: object) -> None:
+            if cancel.is_set():
+                target.set_kill(True)
+
+        image.set_progress(True)
+        image.signal_connect("eval", on_eval)
+        return image

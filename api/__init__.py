@@ -1,0 +1,1 @@
+"""pixq HTTP API: validates requests, stores inputs, records status, publishes jobs."""

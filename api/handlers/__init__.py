@@ -1,0 +1,1 @@
+"""Thin request handlers: parse, call one service function, render."""

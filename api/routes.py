@@ -1,0 +1,16 @@
+"""Every route of the API in one place."""
+
+from aiohttp import web
+
+from api.handlers import jobs, system
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/resize", jobs.submit_resize)
+    app.router.add_post("/api/v1/crop", jobs.submit_crop)
+    app.router.add_post("/api/v1/jobs", jobs.submit_pipeline)
+    app.router.add_get("/api/v1/jobs/{job_id}", jobs.get_job)
+    app.router.add_get("/files/{key:.+}", system.download)
+    app.router.add_get("/health/live", system.live)
+    app.router.add_get("/health/ready", system.ready)
+    app.router.add_get("/metrics", system.metrics)

@@ -1,0 +1,109 @@
+"""Accepting a job: validate, store the input, record the status, publish — or leave nothing behind.
+
+The API answers 202 only after JetStream acknowledged the publish. When a later step fails,
+the earlier ones are rolled back (uploaded input deleted, status removed, idempotency key
+released), so a 503 never leaves a half-created job.
+"""
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+import structlog
+
+from api.context import ApiContext
+from api.metrics import JOBS_SUBMITTED
+from api.uploads import SubmitRequest
+from pixq import names
+from pixq.errors import ErrorCode, PixqError
+from pixq.jobs import JobInput, JobMessage, JobMetadata, JobType
+from pixq.queue import publish_job
+from pixq.sniff import check_spec_fits, sniff
+from pixq.spec import PipelineSpec, to_pipeline
+
+log = structlog.get_logger("pixq.api")
+
+
+@dataclass
+class Accepted:
+    job_id: str
+    replayed: bool
+    """True when an Idempotency-Key matched an earlier submission."""
+
+
+async def _validate_storage_key(ctx: ApiContext, key: str) -> None:
+    if key.startswith("/") or ".." in key.split("/"):
+        raise PixqError(ErrorCode.INVALID_PARAMETERS, "storage_key must be a relative key inside the bucket")
+    size = await ctx.storage.size(key)
+    if size is None:
+        raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at storage_key {key!r}")
+    if size > ctx.limits.max_input_bytes:
+        raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE,
+                        f"object is {size} bytes, over MAX_INPUT_BYTES={ctx.limits.max_input_bytes}")
+
+
+async def _store_upload(ctx: ApiContext, submit: SubmitRequest, spec: PipelineSpec, job_id: str) -> str:
+    """Sniff the upload (magic bytes + header), check a crop box against its size, then store it."""
+    assert submit.upload is not None
+    info = await asyncio.to_thread(sniff, submit.upload, ctx.limits)
+    check_spec_fits(spec, info)
+    key = names.input_object_key(job_id)
+    await ctx.storage.put_file(key, submit.upload, submit.content_type)
+    return key
+
+
+async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, request_id: str,
+                     idempotency_key: str | None) -> Accepted:
+    """Run the whole submit; raises PixqError (4xx for the client's mistakes, 503 for outages)."""
+    spec = to_pipeline(job_type, submit.parameters)
+    if idempotency_key:
+        existing = await ctx.status.idempotent_job(idempotency_key)
+        if existing:
+            return Accepted(existing, replayed=True)
+    job_id = str(uuid.uuid4())
+    job_log = log.bind(job_id=job_id, request_id=request_id)
+    uploaded_key = None
+    claimed = False
+    created = False
+    try:
+        if submit.upload is not None:
+            storage_key = uploaded_key = await _store_upload(ctx, submit, spec, job_id)
+        else:
+            assert submit.storage_key is not None
+            storage_key = submit.storage_key
+            await _validate_storage_key(ctx, storage_key)
+        if idempotency_key:
+            winner = await ctx.status.claim_idempotency_key(idempotency_key, job_id, ctx.settings.idempotency_ttl)
+            if winner:
+                raise _LostRace(winner)
+            claimed = True
+        record = await ctx.status.create(job_id, job_type.value, request_id)
+        created = True
+        message = JobMessage(job_id=job_id, type=job_type, parameters=submit.parameters,
+                             input=JobInput(storage_key=storage_key),
+                             metadata=JobMetadata(created_at=record["created_at"], request_id=request_id))
+        await publish_job(ctx.js, message)
+    except _LostRace as race:
+        if uploaded_key:
+            await ctx.storage.delete(uploaded_key)
+        return Accepted(race.job_id, replayed=True)
+    except BaseException as exc:
+        if created:
+            await ctx.status.delete(job_id)
+        if claimed:
+            await ctx.status.release_idempotency_key(idempotency_key, job_id)
+        if uploaded_key:
+            await ctx.storage.delete(uploaded_key)
+        if isinstance(exc, PixqError) and exc.http_status >= 500:
+            job_log.warning("submit_rolled_back", error_code=exc.code.value, error=exc.message)
+        raise
+    JOBS_SUBMITTED.labels(job_type.value).inc()
+    job_log.info("job_accepted", type=job_type.value, storage_key=storage_key)
+    return Accepted(job_id, replayed=False)
+
+
+class _LostRace(Exception):
+    """Another request with the same Idempotency-Key created its job first."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id

@@ -1,0 +1,151 @@
+"""Job status in Redis: one hash per job, updated only forwards.
+
+Every update carries its position ``(generation, attempt, phase)``; a Lua script applies
+it only if it is ahead of the stored one, and never touches a terminal status of the
+same generation. So a late or duplicate delivery can never move a completed job back,
+whatever order workers write in. Only a DLQ replay starts a new generation.
+"""
+
+import json
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from pixq import names
+from pixq.errors import ErrorCode, PixqError
+from pixq.jobs import PHASE_OF, JobStatus, utc_now
+
+# KEYS[1] job hash. ARGV: generation, attempt, phase, ttl, then field/value pairs.
+# Returns 1 if applied, 0 if the stored status is ahead or terminal in this generation.
+_ADVANCE = """
+local cur = redis.call('HMGET', KEYS[1], 'generation', 'attempts', 'phase')
+local g, a, p = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if cur[1] then
+  local cg, ca, cp = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
+  if g < cg then return 0 end
+  if g == cg then
+    if cp == 3 then return 0 end
+    if a < ca or (a == ca and p <= cp) then return 0 end
+  end
+end
+redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'attempts', ARGV[2], 'phase', ARGV[3],
+           unpack(ARGV, 5))
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+return 1
+"""
+
+_JSON_FIELDS = ("result",)
+
+
+def _encode(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+class StatusStore:
+    """Reads and writes job statuses; raises PixqError(STATUS_UNAVAILABLE) when Redis is down."""
+
+    def __init__(self, client: redis.Redis, job_ttl: float = 7 * 86400) -> None:
+        self.client = client
+        self.job_ttl = int(job_ttl)
+        self._advance = client.register_script(_ADVANCE)
+
+    @classmethod
+    def from_url(cls, url: str) -> "StatusStore":
+        client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2,
+                                      socket_timeout=5, health_check_interval=10)
+        return cls(client)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def create(self, job_id: str, job_type: str, request_id: str, generation: int = 0) -> dict:
+        """Record a new job as queued (attempt 0)."""
+        now = utc_now()
+        record = {"job_id": job_id, "type": job_type, "status": JobStatus.QUEUED.value,
+                  "created_at": now, "updated_at": now, "request_id": request_id}
+        await self.advance(job_id, generation, 0, JobStatus.QUEUED, **record)
+        return record
+
+    async def advance(self, job_id: str, generation: int, attempt: int, status: JobStatus, /,
+                      **fields: Any) -> bool:
+        """Move a job forward to ``status`` at ``attempt``; False when the stored status is ahead."""
+        fields = {"status": status.value, "updated_at": utc_now(), **fields}
+        for name in ("error", "error_code", "next_attempt_at"):
+            fields.setdefault(name, "")
+        if status is not JobStatus.COMPLETED:
+            fields.setdefault("result", "")
+        flat: list[str] = []
+        for key, value in fields.items():
+            flat += [key, _encode(value)]
+        try:
+            applied = await self._advance(keys=[names.job_key(job_id)],
+                                          args=[generation, attempt, int(PHASE_OF[status]),
+                                                self.job_ttl, *flat])
+        except (RedisError, OSError) as exc:
+            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+        return bool(applied)
+
+    async def get(self, job_id: str) -> dict | None:
+        """The stored status as a dict with JSON fields decoded, or None for an unknown job."""
+        try:
+            raw = await self.client.hgetall(names.job_key(job_id))
+        except (RedisError, OSError) as exc:
+            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+        if not raw:
+            return None
+        record: dict[str, Any] = {key: (value or None) for key, value in raw.items()}
+        for name in _JSON_FIELDS:
+            if record.get(name):
+                record[name] = json.loads(record[name])
+        for name in ("attempts", "generation", "phase"):
+            record[name] = int(record.get(name) or 0)
+        return record
+
+    async def delete(self, job_id: str) -> None:
+        """Roll back a job that could not be published (nothing half-created)."""
+        try:
+            await self.client.delete(names.job_key(job_id))
+        except (RedisError, OSError):
+            pass
+
+    async def restart(self, job_id: str, generation: int) -> bool:
+        """Start a new generation at queued (a DLQ replay): the one way back from a terminal status."""
+        return await self.advance(job_id, generation, 0, JobStatus.QUEUED, result="")
+
+    async def idempotent_job(self, client_key: str) -> str | None:
+        """The job an Idempotency-Key already created, if any (within IDEMPOTENCY_TTL)."""
+        try:
+            return await self.client.get(names.idempotency_key(client_key))
+        except (RedisError, OSError) as exc:
+            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+
+    async def claim_idempotency_key(self, client_key: str, job_id: str, ttl: float) -> str | None:
+        """Bind ``client_key`` to ``job_id``; return the job id it was already bound to, if any."""
+        key = names.idempotency_key(client_key)
+        try:
+            if await self.client.set(key, job_id, nx=True, ex=max(1, int(ttl))):
+                return None
+            return await self.client.get(key)
+        except (RedisError, OSError) as exc:
+            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+
+    async def release_idempotency_key(self, client_key: str, job_id: str) -> None:
+        """Forget a binding whose job was rolled back, so the client's retry can succeed."""
+        key = names.idempotency_key(client_key)
+        try:
+            if await self.client.get(key) == job_id:
+                await self.client.delete(key)
+        except (RedisError, OSError):
+            pass

@@ -1,0 +1,89 @@
+"""Local-filesystem storage: the embedded default for `make up` and single-host installs."""
+
+import asyncio
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from pixq.errors import ErrorCode, PixqError
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def path_of(self, key: str) -> Path:
+        """The file behind a key; refuses keys that would escape the root."""
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise PixqError(ErrorCode.INVALID_PARAMETERS, "storage_key must be a relative path inside the bucket")
+        return path
+
+    async def ensure_ready(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot create {self.root}: {exc}") from None
+
+    async def ping(self) -> bool:
+        return self.root.is_dir() and os.access(self.root, os.W_OK)
+
+    def _atomic_write(self, key: str, write) -> None:
+        target = self.path_of(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    write(handle)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot write {key}: {exc}") from None
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        def copy(handle) -> None:
+            with open(path, "rb") as source:
+                shutil.copyfileobj(source, handle, 1024 * 1024)
+        await asyncio.to_thread(self._atomic_write, key, copy)
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        await asyncio.to_thread(self._atomic_write, key, lambda handle: handle.write(data))
+
+    async def get_bytes(self, key: str, max_bytes: int) -> bytes:
+        path = self.path_of(key)
+
+        def read() -> bytes:
+            with open(path, "rb") as handle:
+                data = handle.read(max_bytes + 1)
+            return data
+
+        try:
+            data = await asyncio.to_thread(read)
+        except FileNotFoundError:
+            raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at {key}") from None
+        except OSError as exc:
+            raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot read {key}: {exc}") from None
+        if len(data) > max_bytes:
+            raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE, f"input is larger than MAX_INPUT_BYTES={max_bytes}")
+        return data
+
+    async def size(self, key: str) -> int | None:
+        try:
+            return self.path_of(key).stat().st_size
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot stat {key}: {exc}") from None
+
+    async def delete(self, key: str) -> None:
+        try:
+            self.path_of(key).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    def presigned_url(self, key: str, ttl: float) -> str | None:
+        return None

@@ -1,0 +1,104 @@
+"""S3 storage through the minio SDK (MinIO in the cluster, or any S3).
+
+The SDK is synchronous, so calls run in threads. Its HTTP client gets short timeouts
+and few retries: an outage must surface quickly as STORAGE_UNAVAILABLE so the worker
+can hand the job back to JetStream for a delayed retry instead of blocking a slot.
+"""
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from pixq.errors import ErrorCode, PixqError
+from pixq.settings import Settings
+
+_MISSING = {"NoSuchKey", "NoSuchObject", "NotFound"}
+
+
+def _http_client() -> urllib3.PoolManager:
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=3, read=30),
+        retries=urllib3.Retry(total=1, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        maxsize=32,
+    )
+
+
+class S3Storage:
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.bucket_name
+        self.client = Minio(settings.storage_endpoint, access_key=settings.minio_access_key,
+                            secret_key=settings.minio_secret_key, secure=settings.storage_secure,
+                            region=settings.storage_region, http_client=_http_client())
+        public = settings.storage_public_endpoint or settings.storage_endpoint
+        self.signer = Minio(public, access_key=settings.minio_access_key,
+                            secret_key=settings.minio_secret_key, secure=settings.storage_secure,
+                            region=settings.storage_region)
+
+    async def _call(self, what: str, func, *args, **kwargs):
+        try:
+            return await asyncio.to_thread(func, *args, **kwargs)
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at {args[1] if len(args) > 1 else '?'}") from None
+            raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"storage {what} failed: {exc.code}") from None
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"storage {what} failed: {type(exc).__name__}") from None
+
+    async def ensure_ready(self) -> None:
+        if not await self._call("bucket check", self.client.bucket_exists, self.bucket):
+            try:
+                await self._call("bucket create", self.client.make_bucket, self.bucket)
+            except PixqError:
+                if not await self._call("bucket check", self.client.bucket_exists, self.bucket):
+                    raise
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._call("ping", self.client.bucket_exists, self.bucket))
+        except PixqError:
+            return False
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        await self._call("upload", self.client.fput_object, self.bucket, key, str(path),
+                         content_type=content_type)
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        import io
+        await self._call("upload", self.client.put_object, self.bucket, key, io.BytesIO(data),
+                         len(data), content_type=content_type)
+
+    async def get_bytes(self, key: str, max_bytes: int) -> bytes:
+        def read() -> bytes:
+            response = self.client.get_object(self.bucket, key)
+            try:
+                return response.read(max_bytes + 1)
+            finally:
+                response.close()
+                response.release_conn()
+
+        data = await self._call("download", lambda *_: read(), self.bucket, key)
+        if len(data) > max_bytes:
+            raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE, f"input is larger than MAX_INPUT_BYTES={max_bytes}")
+        return data
+
+    async def size(self, key: str) -> int | None:
+        try:
+            stat = await self._call("stat", self.client.stat_object, self.bucket, key)
+        except PixqError as exc:
+            if exc.code is ErrorCode.INPUT_NOT_FOUND:
+                return None
+            raise
+        return stat.size
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._call("delete", self.client.remove_object, self.bucket, key)
+        except PixqError:
+            pass
+
+    def presigned_url(self, key: str, ttl: float) -> str | None:
+        return self.signer.presigned_get_object(self.bucket, key, expires=timedelta(seconds=max(1, int(ttl))))

@@ -1,0 +1,61 @@
+"""Every overlay renders with kubectl kustomize and validates offline."""
+
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from conftest import KUBERNETES_VERSION, OVERLAYS, find, kustomize, objects
+from k8s_validation import validate_object
+
+
+def test_base_renders():
+    kinds = {o["kind"] for o in kustomize("base")}
+    assert {"Deployment", "StatefulSet", "ScaledObject", "PrometheusRule"} <= kinds
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_objects_validate(overlay):
+    errors = []
+    for obj in objects(overlay):
+        try:
+            validate_object(obj)
+        except (jsonschema.ValidationError, kubernetes_validate.ValidationError,
+                kubernetes_validate.SchemaNotFoundError, AssertionError) as exc:
+            errors.append(f"{obj['kind']}/{obj['metadata'].get('name')}: {str(exc)[:400]}")
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_has_no_duplicate_objects(overlay):
+    seen = set()
+    for obj in objects(overlay):
+        key = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        assert key not in seen, f"duplicate {key}"
+        seen.add(key)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_everything_namespaced_in_pixq(overlay):
+    for obj in objects(overlay):
+        if obj["kind"] == "Namespace":
+            continue
+        assert obj["metadata"].get("namespace") == "pixq", f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def test_validators_reject_bad_objects():
+    """The checks above can fail: a wrong type and a misspelt CRD field are caught."""
+    objs = objects("prod")
+    deployment = find(objs, "Deployment", "pixq-api")[0]
+    deployment["spec"]["replicas"] = "three"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+    scaled = find(objs, "ScaledObject", "pixq-worker")[0]
+    scaled["spec"]["minReplicaCounts"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        validate_object(scaled)
+
+    rule = find(objs, "PrometheusRule", "pixq")[0]
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_object(rule)

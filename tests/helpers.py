@@ -1,0 +1,42 @@
+"""Test helpers: generated images and awaiting a job's terminal status through the public API."""
+
+import asyncio
+import time
+
+import pyvips
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient
+
+TERMINAL = {"completed", "failed"}
+
+
+def make_image(width: int = 640, height: int = 480, fmt: str = ".jpg") -> bytes:
+    """A gradient with a colour cast, so crops and resizes have checkable pixels."""
+    x = pyvips.Image.xyz(width, height)
+    image = (x[0] * 255 / max(1, width - 1)).bandjoin([x[1] * 255 / max(1, height - 1), x[0] * 0 + 128])
+    return image.cast("uchar").copy(interpretation="srgb").write_to_buffer(fmt)
+
+
+def form(image: bytes, filename: str = "in.jpg", **fields) -> FormData:
+    data = FormData()
+    data.add_field("file", image, filename=filename, content_type="application/octet-stream")
+    for key, value in fields.items():
+        data.add_field(key, str(value))
+    return data
+
+
+async def wait_for_status(client: TestClient, job_id: str, statuses: set[str] = TERMINAL,
+                          timeout: float = 30.0, headers: dict | None = None) -> dict:
+    """Poll GET /api/v1/jobs/{id} until its status is in ``statuses`` (event await with a deadline)."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        response = await client.get(f"/api/v1/jobs/{job_id}", headers=headers or {})
+        assert response.status == 200, await response.text()
+        body = await response.json()
+        if not seen or seen[-1] != body["status"]:
+            seen.append(body["status"])
+        if body["status"] in statuses:
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not reach {statuses} in {timeout}s; saw {seen}")

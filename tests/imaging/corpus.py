@@ -1,0 +1,97 @@
+"""Run corpus files through child processes, detecting crashes and hangs per file."""
+
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = REPO.parent / "shared" / "corpus"
+CHILD = Path(__file__).with_name("corpus_child.py")
+
+
+def corpus_files() -> list[Path]:
+    files = []
+    for folder in ("pillow", "sharp"):
+        root = CORPUS / folder
+        if root.is_dir():
+            files += sorted(p for p in root.rglob("*") if p.is_file() and p.name != "LICENSE"
+                            and not p.name.startswith("."))
+    return files
+
+
+def _worker(queue: list[Path], lock: threading.Lock, results: dict, per_file_timeout: float) -> None:
+    while True:
+        with lock:
+            if not queue:
+                return
+            batch, queue[:] = queue[:25], queue[25:]
+        pending = list(batch)
+        while pending:
+            child = subprocess.Popen([sys.executable, str(CHILD)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     cwd=str(REPO), env={**os.environ, "VIPS_WARNING": "0"})
+            child.stdin.write("".join(f"{p}\n" for p in pending).encode())
+            child.stdin.close()
+            current = None
+            buffer = b""
+            deadline = time.monotonic() + per_file_timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                ready, _, _ = select.select([child.stdout], [], [], max(0.0, remaining))
+                if not ready:
+                    child.kill()
+                    child.wait()
+                    failed = current or pending[0]
+                    results[str(failed)] = {"file": str(failed), "resize": "HANG", "crop": "HANG"}
+                    pending = pending[pending.index(Path(str(failed))) + 1:]
+                    break
+                chunk = os.read(child.stdout.fileno(), 65536)
+                if not chunk:  # child exited
+                    code = child.wait()
+                    if current is not None:
+                        verdict = f"CRASH({code})"
+                        results[str(current)] = {"file": str(current), "resize": verdict, "crop": verdict}
+                        pending = pending[pending.index(Path(str(current))) + 1:]
+                    else:
+                        pending = []
+                    break
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    message = json.loads(line)
+                    if "start" in message:
+                        current = Path(message["start"])
+                        deadline = time.monotonic() + per_file_timeout
+                    else:
+                        results[message["file"]] = message
+                        current = None
+            child.stdout.close()
+
+
+def run_corpus(files: list[Path], workers: int = 2, per_file_timeout: float = 60.0) -> dict[str, dict]:
+    """{path: {"resize": code, "crop": code, ...}}; codes include HANG and CRASH(rc)."""
+    queue, lock, results = list(files), threading.Lock(), {}
+    threads = [threading.Thread(target=_worker, args=(queue, lock, results, per_file_timeout))
+               for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+if __name__ == "__main__":
+    from collections import Counter
+
+    started = time.monotonic()
+    found = run_corpus(corpus_files())
+    elapsed = time.monotonic() - started
+    print(json.dumps(found, indent=1))
+    print("histogram resize:", Counter(r["resize"] for r in found.values()))
+    print("histogram crop:", Counter(r["crop"] for r in found.values()))
+    print(f"{len(found)} files in {elapsed:.1f}s")

@@ -1,0 +1,70 @@
+"""Real dependency servers for tests: nats-server -js and redis-server on free ports in temp dirs."""
+
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    """Poll until something accepts on the port (start-up of a child process, not test sync)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+
+
+@dataclass
+class ServerProcess:
+    """A server we can stop and start again on the same port and data directory (fault tests)."""
+
+    name: str
+    argv: list[str]
+    port: int
+    log: Path
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self) -> "ServerProcess":
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill() if kill else self.process.terminate()
+            self.process.wait(timeout=20)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def nats_server(tmp: Path) -> ServerProcess:
+    port = free_port()
+    store = tmp / "nats"
+    store.mkdir(parents=True, exist_ok=True)
+    server = ServerProcess("nats", ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
+                           port, tmp / "nats.log")
+    return server.start()
+
+
+def redis_server(tmp: Path) -> ServerProcess:
+    port = free_port()
+    data = tmp / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    server = ServerProcess("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
+                                     "--save", "", "--appendonly", "yes"], port, tmp / "redis.log")
+    return server.start()

@@ -1,0 +1,197 @@
+"""The pull loop: fetch as many jobs as there are free slots, handle each, ack only when done.
+
+Per job: mark processing, run the attempt, write the outputs, mark completed, then ack.
+Failures follow worker.retry: permanent codes fail the job at once; transient ones are
+nak'ed with RETRY_BACKOFF's delay (JetStream redelivers; the worker never sleeps on a job)
+until the final attempt, which goes to the DLQ.
+"""
+
+import asyncio
+import time
+
+import structlog
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+
+from pixq import names
+from pixq.errors import ErrorCode, PixqError
+from pixq.jobs import TERMINAL_STATUSES, JobMessage, JobStatus
+from pixq.settings import Settings
+from pixq.status import StatusStore
+from worker.dead_letter import dead_letter, dlq_entry, publish_dead
+from worker.execute import JobRunner
+from worker.metrics import IN_FLIGHT, JOB_SECONDS, JOBS
+from worker.retry import is_final_attempt, next_attempt_at, retry_delay
+from worker.status_writer import StatusWriter
+
+log = structlog.get_logger("pixq.worker")
+
+FETCH_WAIT_SECONDS = 1.0
+
+
+class Consumer:
+    def __init__(self, settings: Settings, js: JetStreamContext, status: StatusStore, writer: StatusWriter,
+                 runner: JobRunner) -> None:
+        self.settings = settings
+        self.js = js
+        self.status = status
+        self.writer = writer
+        self.runner = runner
+        self.tasks: set[asyncio.Task] = set()
+        self.last_fetch = time.monotonic()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pull until ``stop`` is set, then drain in-flight jobs within WORKER_SHUTDOWN_GRACE."""
+        subscription = await self.js.pull_subscribe_bind(durable=names.WORKERS_CONSUMER, stream=names.JOBS_STREAM)
+        concurrency = self.settings.worker_concurrency
+        while not stop.is_set():
+            self.last_fetch = time.monotonic()
+            free = concurrency - len(self.tasks)
+            if free <= 0:
+                await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                messages = await subscription.fetch(free, timeout=FETCH_WAIT_SECONDS)
+            except (NatsTimeoutError, asyncio.TimeoutError):
+                continue
+            except (NatsError, OSError) as exc:
+                log.warning("fetch_failed", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            for message in messages:
+                if stop.is_set():
+                    await self._hand_back(message)
+                    continue
+                task = asyncio.create_task(self.handle(message))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Finish what is in flight within the grace; hand the rest back to JetStream at once."""
+        if not self.tasks:
+            return
+        log.info("draining", in_flight=len(self.tasks), grace_seconds=self.settings.worker_shutdown_grace)
+        _, pending = await asyncio.wait(self.tasks, timeout=self.settings.worker_shutdown_grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _hand_back(self, message: Msg) -> None:
+        try:
+            await message.nak()
+        except (NatsError, OSError):
+            pass  # JetStream redelivers after ACK_WAIT anyway
+
+    async def _heartbeat(self, message: Msg) -> None:
+        """Tell JetStream the job is alive, so ACK_WAIT only bounds *dead* workers."""
+        interval = max(1.0, self.settings.ack_wait / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await message.in_progress()
+            except (NatsError, OSError):
+                pass
+
+    async def handle(self, message: Msg) -> None:
+        attempt = message.metadata.num_delivered
+        try:
+            job = JobMessage.model_validate_json(message.data)
+        except ValidationError as exc:
+            await self._quarantine(message, attempt, str(exc))
+            return
+        job_log = log.bind(job_id=job.job_id, request_id=job.metadata.request_id, attempt=attempt)
+        if await self._already_done(job, job_log):
+            await message.ack()
+            return
+        await self._record(job, attempt, JobStatus.PROCESSING, job_log)
+        heartbeat = asyncio.create_task(self._heartbeat(message))
+        IN_FLIGHT.inc()
+        started = time.perf_counter()
+        try:
+            outputs = await self.runner.run(job)
+            result = {"variants": [output.model_dump() for output in outputs]}
+            await self.writer.write(job, attempt, JobStatus.COMPLETED, result=result)
+            await message.ack()
+            JOBS.labels(job.type.value, "completed").inc()
+            job_log.info("job_completed", seconds=round(time.perf_counter() - started, 4))
+        except asyncio.CancelledError:
+            await self._hand_back(message)
+            job_log.info("job_handed_back", reason="shutdown")
+            raise
+        except PixqError as exc:
+            await self._failed(message, job, attempt, exc, job_log)
+        except Exception as exc:  # a bug, not the input's fault: retry, then DLQ
+            job_log.exception("job_crashed")
+            await self._failed(message, job, attempt, PixqError(ErrorCode.INTERNAL_ERROR, repr(exc)), job_log)
+        finally:
+            heartbeat.cancel()
+            IN_FLIGHT.dec()
+            JOB_SECONDS.labels(job.type.value).observe(time.perf_counter() - started)
+
+    async def _already_done(self, job: JobMessage, job_log) -> bool:
+        """A duplicate or late delivery of a finished job (or of an older replay generation)."""
+        try:
+            record = await self.status.get(job.job_id)
+        except PixqError:
+            return False  # Redis down: process anyway; outputs are idempotent
+        if record is None:
+            return False
+        if record["generation"] > job.metadata.generation or (
+                record["generation"] == job.metadata.generation and record["status"] in TERMINAL_STATUSES):
+            job_log.info("duplicate_delivery_skipped", status=record["status"])
+            return True
+        return False
+
+    async def _record(self, job: JobMessage, attempt: int, status: JobStatus, job_log, **fields) -> None:
+        """Best-effort status write for non-terminal states: an outage must not stop processing."""
+        try:
+            await self.writer.write(job, attempt, status, **fields)
+        except PixqError as exc:
+            job_log.warning("status_write_skipped", status=status.value, error=exc.message)
+
+    async def _failed(self, message: Msg, job: JobMessage, attempt: int, error: PixqError, job_log) -> None:
+        try:
+            if not error.transient:
+                await self.writer.write(job, attempt, JobStatus.FAILED, error_code=error.code.value, error=error.message)
+                await message.ack()
+                JOBS.labels(job.type.value, "failed").inc()
+                job_log.info("job_failed", error_code=error.code.value, error=error.message)
+            elif is_final_attempt(attempt, self.settings.max_retries):
+                await dead_letter(self.js, self.writer, job, attempt, error, reason="retries_exhausted")
+                await message.ack()
+            else:
+                delay = retry_delay(attempt, self.settings.retry_backoff)
+                await self._record(job, attempt, JobStatus.RETRYING, job_log, error_code=error.code.value,
+                                   error=error.message, next_attempt_at=next_attempt_at(delay))
+                await message.nak(delay=delay)
+                JOBS.labels(job.type.value, "retried").inc()
+                job_log.warning("job_retrying", error_code=error.code.value, error=error.message, delay=delay)
+        except (PixqError, NatsError, OSError) as exc:
+            # Could not record the outcome (Redis or NATS down): let JetStream redeliver later.
+            job_log.warning("outcome_not_recorded", error=str(exc))
+            try:
+                await message.nak(delay=retry_delay(attempt, self.settings.retry_backoff) or 1.0)
+            except (NatsError, OSError):
+                pass
+
+    async def _quarantine(self, message: Msg, attempt: int, problem: str) -> None:
+        """A message that is not a job cannot get a status; keep it in the DLQ for an operator."""
+        import json
+        try:
+            body = json.loads(message.data)
+        except ValueError:
+            body = {"raw": message.data.decode("utf-8", "replace")}
+        if not isinstance(body, dict) or not isinstance(body.get("job_id"), str):
+            body = {"job_id": f"invalid-{message.metadata.sequence.stream}", "raw": body}
+        log.error("invalid_job_message", job_id=body["job_id"], problem=problem[:500])
+        try:
+            await publish_dead(self.js, dlq_entry(body, ErrorCode.INVALID_REQUEST.value, problem[:2000], attempt,
+                                                  reason="invalid_message"))
+            await message.ack()
+        except (PixqError, NatsError, OSError):
+            await self._hand_back(message)

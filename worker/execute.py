@@ -1,0 +1,51 @@
+"""One attempt of one job: fetch the input, run the libvips pipeline in a thread, store every output."""
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from pixq import names
+from pixq.errors import ErrorCode, PixqError
+from pixq.jobs import JobMessage, OutputInfo
+from pixq.limits import Limits
+from pixq.spec import to_pipeline
+from pixq.storage import Storage
+from worker.imaging import process
+
+CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif",
+                 "gif": "image/gif", "tiff": "image/tiff"}
+
+
+class JobRunner:
+    """Runs attempts with libvips off the event loop; JOB_TIMEOUT bounds each attempt."""
+
+    def __init__(self, storage: Storage, limits: Limits, concurrency: int, timeout: float) -> None:
+        self.storage = storage
+        self.limits = limits
+        self.timeout = timeout
+        # Spare threads: a timed-out attempt keeps its thread until libvips notices the kill flag.
+        self.pool = ThreadPoolExecutor(max_workers=concurrency * 2, thread_name_prefix="vips")
+
+    async def run(self, job: JobMessage) -> list[OutputInfo]:
+        cancel = threading.Event()
+        try:
+            return await asyncio.wait_for(self._attempt(job, cancel), self.timeout)
+        except asyncio.TimeoutError:
+            cancel.set()
+            raise PixqError(ErrorCode.TIMEOUT, f"attempt exceeded JOB_TIMEOUT={self.timeout:g}s") from None
+
+    async def _attempt(self, job: JobMessage, cancel: threading.Event) -> list[OutputInfo]:
+        spec = to_pipeline(job.type, job.parameters)
+        data = await self.storage.get_bytes(job.input.storage_key, self.limits.max_input_bytes)
+        loop = asyncio.get_running_loop()
+        rendered = await loop.run_in_executor(self.pool, process, data, spec, self.limits, cancel)
+        outputs = []
+        for output in rendered:
+            key = names.output_object_key(job.job_id, output.name, output.extension)
+            await self.storage.put_bytes(key, output.data, CONTENT_TYPES.get(output.format, "application/octet-stream"))
+            outputs.append(OutputInfo(name=output.name, storage_key=key, width=output.width,
+                                      height=output.height, format=output.format, bytes=len(output.data)))
+        return outputs
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
