@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from api.handlers import jobs, system
+from api.handlers import dlq, jobs, system
 
 
 def setup_routes(app: web.Application) -> None:
@@ -10,6 +10,12 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/crop", jobs.submit_crop)
     app.router.add_post("/api/v1/jobs", jobs.submit_pipeline)
     app.router.add_get("/api/v1/jobs/{job_id}", jobs.get_job)
+    app.router.add_get("/api/v1/dlq", dlq.list_dead)
+    app.router.add_post("/api/v1/dlq/replay", dlq.replay_many)
+    app.router.add_delete("/api/v1/dlq", dlq.purge_all)
+    app.router.add_get("/api/v1/dlq/{job_id}", dlq.show_dead)
+    app.router.add_post("/api/v1/dlq/{job_id}/replay", dlq.replay_one)
+    app.router.add_delete("/api/v1/dlq/{job_id}", dlq.purge_one)
     app.router.add_get("/files/{key:.+}", system.download)
     app.router.add_get("/health/live", system.live)
     app.router.add_get("/health/ready", system.ready)

@@ -24,6 +24,16 @@ MAX_DELIVERIES_ADVISORY_SUBJECT = (
 )
 ADVISORY_CONSUMER = "pixq-dlq-mover"
 
+STATUS_STREAM = "PIXQ_STATUS"
+"""Outbox of status updates a worker could not write because Redis was down."""
+STATUS_SUBJECT_PREFIX = "pixq.status"
+STATUS_SUBJECTS = [f"{STATUS_SUBJECT_PREFIX}.>"]
+STATUS_CONSUMER = "pixq-status-writer"
+
+
+def status_subject(job_id: str) -> str:
+    return f"{STATUS_SUBJECT_PREFIX}.{job_id}"
+
 
 def job_subject(job_type: str) -> str:
     """Subject a job of this type is published on."""

@@ -52,6 +52,13 @@ def advisory_stream_config() -> StreamConfig:
                         max_age=DLQ_MAX_AGE_SECONDS)
 
 
+def status_stream_config() -> StreamConfig:
+    """Status updates waiting for Redis to come back; removed once written."""
+    return StreamConfig(name=names.STATUS_STREAM, subjects=names.STATUS_SUBJECTS,
+                        retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+                        max_age=JOB_MAX_AGE_SECONDS)
+
+
 def workers_consumer_config(settings: Settings) -> ConsumerConfig:
     """Explicit acks; ACK_WAIT bounds how long a crashed worker's job stays invisible;
     MAX_RETRIES + 1 deliveries in all, after which the server emits MAX_DELIVERIES."""
@@ -64,6 +71,12 @@ def workers_consumer_config(settings: Settings) -> ConsumerConfig:
 def advisory_consumer_config() -> ConsumerConfig:
     return ConsumerConfig(durable_name=names.ADVISORY_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
                           deliver_policy=DeliverPolicy.ALL, ack_wait=30.0)
+
+
+def status_consumer_config() -> ConsumerConfig:
+    """No delivery limit: an update is retried until Redis takes it."""
+    return ConsumerConfig(durable_name=names.STATUS_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
+                          deliver_policy=DeliverPolicy.ALL, ack_wait=30.0, max_deliver=-1)
 
 
 async def connect(settings: Settings, name: str, attempts: int = 30) -> NATS:
@@ -114,10 +127,11 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
     """Create (or update) every stream and consumer; safe to run from many processes at once."""
-    for config in (jobs_stream_config(), dlq_stream_config(), advisory_stream_config()):
+    for config in (jobs_stream_config(), dlq_stream_config(), advisory_stream_config(), status_stream_config()):
         await _ensure_stream(js, config)
     for stream, consumer in ((names.JOBS_STREAM, workers_consumer_config(settings)),
-                             (names.ADVISORY_STREAM, advisory_consumer_config())):
+                             (names.ADVISORY_STREAM, advisory_consumer_config()),
+                             (names.STATUS_STREAM, status_consumer_config())):
         try:
             await js.add_consumer(stream, consumer)
         except BadRequestError as exc:

@@ -28,7 +28,7 @@ _LOADER_FAMILY = {
     "jpegload": "jpeg", "uhdrload": "jpeg", "pngload": "png", "webpload": "webp",
     "gifload": "gif", "tiffload": "tiff", "heifload": "heif", "svgload": "svg", "pdfload": "pdf",
 }
-_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+_HEVC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"}
 _AVIF_BRANDS = {b"avif", b"avis"}
 _OTHER_MAGIC = (
     (b"BM", "bmp"), (b"8BPS", "psd"), (b"\x00\x00\x01\x00", "ico"), (b"\xff\x0a", "jxl"),
@@ -92,9 +92,10 @@ def detect_format(head: bytes) -> str | None:
         box_size = int.from_bytes(head[:4], "big")
         for offset in range(16, min(box_size, len(head)) - 3, 4):
             brands.add(head[offset:offset + 4])
-        if head[8:12] in _AVIF_BRANDS or (head[8:12] not in _HEIF_BRANDS and brands & _AVIF_BRANDS):
+        major = head[8:12]
+        if major in _AVIF_BRANDS or (major not in _HEVC_BRANDS and brands & _AVIF_BRANDS):
             return "avif"
-        if brands & _HEIF_BRANDS:
+        if brands & (_HEVC_BRANDS | {b"mif1", b"msf1"}):
             return "heif"
         return None
     if head.startswith(b"%PDF-"):

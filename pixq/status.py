@@ -120,9 +120,10 @@ class StatusStore:
         except (RedisError, OSError):
             pass
 
-    async def restart(self, job_id: str, generation: int) -> bool:
+    async def restart(self, job_id: str, generation: int, job_type: str, created_at: str, request_id: str) -> bool:
         """Start a new generation at queued (a DLQ replay): the one way back from a terminal status."""
-        return await self.advance(job_id, generation, 0, JobStatus.QUEUED, result="")
+        return await self.advance(job_id, generation, 0, JobStatus.QUEUED, job_id=job_id, type=job_type,
+                                  created_at=created_at, request_id=request_id)
 
     async def idempotent_job(self, client_key: str) -> str | None:
         """The job an Idempotency-Key already created, if any (within IDEMPOTENCY_TTL)."""

@@ -19,7 +19,7 @@ from worker.execute import JobRunner
 from worker.health import create_health_app
 from worker.imaging.vips_setup import configure_vips
 from worker.metrics import DLQ_MESSAGES, QUEUE_PENDING
-from worker.status_writer import StatusWriter
+from worker.status_writer import OutboxDrainer, StatusWriter
 
 log = structlog.get_logger("pixq.worker")
 
@@ -49,7 +49,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     nc = await queue.connect(settings, name="pixq-worker")
     js = nc.jetstream()
     await queue.ensure_topology(js, settings)
-    writer = StatusWriter(status)
+    writer = StatusWriter(status, js)
     runner = JobRunner(storage, Limits.from_settings(settings), settings.worker_concurrency, settings.job_timeout)
     consumer = Consumer(settings, js, status, writer, runner)
 
@@ -65,7 +65,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
              storage=settings.storage_type, max_retries=settings.max_retries, job_timeout=settings.job_timeout)
     try:
         await asyncio.gather(consumer.run(stop), AdvisoryMover(js, writer).run(stop),
-                             sample_queue_gauges(js, stop))
+                             OutboxDrainer(js, status).run(stop), sample_queue_gauges(js, stop))
     finally:
         runner.close()
         await queue.close(nc)

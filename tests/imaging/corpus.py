@@ -24,7 +24,8 @@ def corpus_files() -> list[Path]:
     return files
 
 
-def _worker(queue: list[Path], lock: threading.Lock, results: dict, per_file_timeout: float) -> None:
+def _worker(queue: list[Path], lock: threading.Lock, results: dict, per_file_timeout: float,
+            child_command: list[str]) -> None:
     while True:
         with lock:
             if not queue:
@@ -32,7 +33,7 @@ def _worker(queue: list[Path], lock: threading.Lock, results: dict, per_file_tim
             batch, queue[:] = queue[:25], queue[25:]
         pending = list(batch)
         while pending:
-            child = subprocess.Popen([sys.executable, str(CHILD)], stdin=subprocess.PIPE,
+            child = subprocess.Popen(child_command, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      cwd=str(REPO), env={**os.environ, "VIPS_WARNING": "0"})
             child.stdin.write("".join(f"{p}\n" for p in pending).encode())
@@ -73,10 +74,12 @@ def _worker(queue: list[Path], lock: threading.Lock, results: dict, per_file_tim
             child.stdout.close()
 
 
-def run_corpus(files: list[Path], workers: int = 2, per_file_timeout: float = 60.0) -> dict[str, dict]:
+def run_corpus(files: list[Path], workers: int = 2, per_file_timeout: float = 60.0,
+               child: list[str] | None = None) -> dict[str, dict]:
     """{path: {"resize": code, "crop": code, ...}}; codes include HANG and CRASH(rc)."""
+    child = child or [sys.executable, str(CHILD)]
     queue, lock, results = list(files), threading.Lock(), {}
-    threads = [threading.Thread(target=_worker, args=(queue, lock, results, per_file_timeout))
+    threads = [threading.Thread(target=_worker, args=(queue, lock, results, per_file_timeout, child))
                for _ in range(workers)]
     for thread in threads:
         thread.start()
