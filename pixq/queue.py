@@ -114,7 +114,10 @@ async def close(nc: NATS) -> None:
             await nc.flush(timeout=2)
     except (NatsError, OSError, asyncio.TimeoutError):
         pass
-    await nc.close()
+    try:
+        await nc.close()
+    except (NatsError, OSError, asyncio.TimeoutError) as exc:
+        log.warning("nats_close_failed", error=str(exc) or type(exc).__name__)
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

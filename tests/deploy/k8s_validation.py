@@ -6,7 +6,7 @@ import copy
 import jsonschema
 import kubernetes_validate
 
-from conftest import KUBERNETES_VERSION, load_crds
+from deploy_support import KUBERNETES_VERSION, load_crds
 
 
 def strict_schema(schema: dict) -> dict:

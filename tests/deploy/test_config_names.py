@@ -7,7 +7,7 @@ import yaml
 
 from pixq.settings import Settings
 
-from conftest import DEPLOY, find, one
+from deploy_support import DEPLOY, find, one
 
 SETTINGS = {name.upper() for name in Settings.model_fields}
 CHART = DEPLOY / "helm" / "pixq"
@@ -18,15 +18,17 @@ def test_settings_fields_loaded():
     assert {"NATS_URL", "JOB_TIMEOUT", "WORKER_SHUTDOWN_GRACE"} <= SETTINGS
 
 
-def test_configmap_and_secret_keys_are_settings(rendered):
+def test_configmap_and_secret_keys_are_settings(rendered, overlay):
     config = one(rendered, "ConfigMap", "pixq-config")["data"]
     unknown = set(config) - SETTINGS
     assert not unknown, f"ConfigMap pixq-config keys not in Settings: {sorted(unknown)}"
     assert config["STORAGE_TYPE"] == "minio"
     assert config["API_HOST"] == "0.0.0.0"
-    secret = one(rendered, "Secret", "pixq-secrets")
-    unknown = set(secret.get("stringData", {})) - SETTINGS
-    assert not unknown, f"Secret pixq-secrets keys not in Settings: {sorted(unknown)}"
+    for secret in find(rendered, "Secret"):  # helm-prod uses an existing Secret instead
+        unknown = set(secret.get("stringData", {})) - SETTINGS
+        assert not unknown, f"Secret {secret['metadata']['name']} keys not in Settings: {sorted(unknown)}"
+    if overlay != "helm-prod":
+        one(rendered, "Secret", "pixq-secrets")
     # Loading the ConfigMap as an environment must give valid Settings.
     Settings(**{k.lower(): v for k, v in config.items()})
 
@@ -39,6 +41,8 @@ def test_deployment_env_names_are_settings(rendered):
             assert not unknown, f"{dep}/{c['name']}: env not in Settings: {sorted(unknown)}"
             for src in c.get("envFrom", []):
                 ref = src.get("configMapRef") or src.get("secretRef")
+                if "secretRef" in src and not find(rendered, "Secret"):
+                    continue  # an existing Secret (helm secrets.existingSecret)
                 assert ref["name"] in names, f"{dep}: envFrom {ref['name']} not rendered"
                 assert not src.get("prefix"), f"{dep}: envFrom prefix would rename settings"
 

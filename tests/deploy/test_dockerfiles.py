@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from conftest import REPO
+from deploy_support import REPO
 
 IMAGES = {"Dockerfile.api": ("pixq-api", 8080), "Dockerfile.worker": ("pixq-worker", 9091)}
 BUILD_TOOLS = ("build-essential", "gcc", "g++", "make", "libvips-dev", "python3-dev")

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from conftest import DEPLOY
+from deploy_support import DEPLOY
 from grafana_metrics import (DASHBOARDS, base_name, dashboard_exprs, dashboard_metric_names,
                              extract_metric_names)
 

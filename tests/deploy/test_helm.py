@@ -1,9 +1,6 @@
 """The Helm chart lints clean (deploy/helm/lint.sh, helm-sdkpy) and its values are sane."""
 
 import json
-import os
-import subprocess
-
 import jsonschema
 import pytest
 import yaml
@@ -11,7 +8,10 @@ import yaml
 from pixq.settings import Settings
 from pixq.units import parse_duration
 
-from conftest import DEPLOY, REPO
+import kubernetes_validate
+
+from deploy_support import DEPLOY, HELM_RENDERS, helm_lint_run, objects
+from k8s_validation import validate_object
 
 HELM = DEPLOY / "helm"
 CHART = HELM / "pixq"
@@ -85,11 +85,34 @@ def test_chart_templates_hardcode_the_right_jetstream_names():
 
 
 def test_helm_lint():
-    """Runs deploy/helm/lint.sh: helm lint with default and prod values. Needs python3.12
-    (for helm-sdkpy); a missing interpreter fails this test, it is not skipped."""
-    env = dict(os.environ)
-    proc = subprocess.run(["bash", str(HELM / "lint.sh")], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env=env)
+    """Runs deploy/helm/lint.sh: helm lint with default and prod values, then renders both
+    and validates them with kubernetes-validate. Needs python3.12 (for helm-sdkpy); a
+    missing interpreter fails this test, it is not skipped."""
+    proc = helm_lint_run()
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"deploy/helm/lint.sh failed ({proc.returncode}):\n{output[-4000:]}"
-    assert output.count("0 warning/error message(s)") >= 2, output
+    assert output.count("0 warning/error message(s)") == 2, output
+    assert output.count("kubernetes-validate 1.30.0 (strict) OK") == 2, output
+
+
+@pytest.mark.parametrize("name", sorted(HELM_RENDERS))
+def test_helm_render_validates(name):
+    """Helm's output validates like the kustomize overlays, custom resources included."""
+    errors = []
+    for obj in objects(name):
+        try:
+            validate_object(obj)
+        except (jsonschema.ValidationError, kubernetes_validate.ValidationError,
+                kubernetes_validate.SchemaNotFoundError, AssertionError) as exc:
+            errors.append(f"{obj['kind']}/{obj['metadata'].get('name')}: {str(exc)[:400]}")
+    assert not errors, "\n".join(errors)
+
+
+def test_helm_render_matches_kustomize_kinds():
+    """Chart and kustomize install the same system (same kinds and names, prod flavour)."""
+    def inventory(objs):
+        return {(o["kind"], o["metadata"]["name"]) for o in objs
+                if o["kind"] not in {"Namespace", "NetworkPolicy", "Secret"}}
+    helm = inventory(objects("helm-default"))
+    kust = inventory(objects("prod"))
+    assert helm == kust, f"only in helm: {sorted(helm - kust)}; only in kustomize: {sorted(kust - helm)}"

@@ -7,7 +7,7 @@ import pixq.names
 from pixq.settings import Settings
 from pixq.units import parse_duration
 
-from conftest import K8S, containers, find, one, workloads
+from deploy_support import K8S, containers, find, one, workloads
 
 REQUIRED_LABELS = [
     "app.kubernetes.io/name",
@@ -123,7 +123,7 @@ def test_pdb_for_every_replicated_workload(rendered):
     pods = {w["metadata"]["name"]: w for w in workloads(rendered)}
     pdbs = find(rendered, "PodDisruptionBudget")
     for name, w in pods.items():
-        if w["spec"].get("replicas", 1) > 1 or name in PIXQ_WORKLOADS:
+        if effective_replicas(rendered, w) > 1 or name in PIXQ_WORKLOADS:
             labels = w["spec"]["template"]["metadata"]["labels"]
             assert any(_label_matches(p["spec"]["selector"]["matchLabels"], labels) for p in pdbs), \
                 f"{name} has no PodDisruptionBudget"
@@ -186,7 +186,7 @@ def test_keda_trigger_names_match_code(rendered, overlay):
 
 
 def test_prod_hpa_uses_adapter_metric():
-    from conftest import objects
+    from deploy_support import objects
     objs = objects("prod-hpa")
     hpa = one(objs, "HorizontalPodAutoscaler", "pixq-worker")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "pixq-worker"
@@ -199,8 +199,22 @@ def test_prod_hpa_uses_adapter_metric():
     assert all("pixq_queue_pending_messages" in r["seriesQuery"] for r in values["rules"]["external"])
 
 
+def effective_replicas(objs, workload):
+    """spec.replicas, or the autoscaler's minimum when the manifest leaves replicas to it."""
+    if "replicas" in workload["spec"]:
+        return workload["spec"]["replicas"]
+    name = workload["metadata"]["name"]
+    for scaler in find(objs, "HorizontalPodAutoscaler"):
+        if scaler["spec"]["scaleTargetRef"]["name"] == name:
+            return scaler["spec"].get("minReplicas", 1)
+    for scaler in find(objs, "ScaledObject"):
+        if scaler["spec"]["scaleTargetRef"]["name"] == name:
+            return scaler["spec"].get("minReplicaCount", 0)
+    return 1
+
+
 def test_replica_counts(rendered, overlay):
-    reps = {w["metadata"]["name"]: w["spec"].get("replicas", 1) for w in workloads(rendered)}
+    reps = {w["metadata"]["name"]: effective_replicas(rendered, w) for w in workloads(rendered)}
     if overlay == "dev":
         assert all(r == 1 for r in reps.values()), reps
         return
@@ -240,11 +254,12 @@ def _allows(policy, to_labels, port):
 
 def test_network_policies(rendered):
     policies = find(rendered, "NetworkPolicy")
-    deny = [p for p in policies if p["spec"]["podSelector"] == {}
+    labels = {w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"] for w in workloads(rendered)}
+    deny = [p for p in policies
+            if all(_label_matches(p["spec"]["podSelector"].get("matchLabels"), pod) for pod in labels.values())
             and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
             and not p["spec"].get("ingress") and not p["spec"].get("egress")]
-    assert deny, "no default-deny NetworkPolicy"
-    labels = {w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"] for w in workloads(rendered)}
+    assert deny, "no default-deny NetworkPolicy covering every pod"
     for client in ("pixq-api", "pixq-worker"):
         pol = [p for p in policies if _label_matches(p["spec"]["podSelector"].get("matchLabels"), labels[client])
                and p["spec"]["podSelector"]]

@@ -4,7 +4,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from conftest import KUBERNETES_VERSION, OVERLAYS, find, kustomize, objects
+from deploy_support import KUBERNETES_VERSION, OVERLAYS, find, kustomize, objects
 from k8s_validation import validate_object
 
 
