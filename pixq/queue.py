@@ -30,32 +30,32 @@ MAX_ACK_PENDING = 10_000
 PUBLISH_TIMEOUT_SECONDS = 5.0
 
 
-def jobs_stream_config() -> StreamConfig:
+def jobs_stream_config(replicas: int = 1) -> StreamConfig:
     """Work-queue retention: a job's message is removed once a worker acks it."""
     return StreamConfig(name=names.JOBS_STREAM, subjects=names.JOBS_SUBJECTS,
-                        retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+                        retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE, num_replicas=replicas,
                         duplicate_window=DUPLICATE_WINDOW_SECONDS, max_age=JOB_MAX_AGE_SECONDS,
                         discard=DiscardPolicy.NEW)
 
 
-def dlq_stream_config() -> StreamConfig:
+def dlq_stream_config(replicas: int = 1) -> StreamConfig:
     """One message per dead job (subject per job id), kept until replayed or purged."""
     return StreamConfig(name=names.DLQ_STREAM, subjects=names.DLQ_SUBJECTS,
-                        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+                        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, num_replicas=replicas,
                         max_msgs_per_subject=1, max_age=DLQ_MAX_AGE_SECONDS)
 
 
-def advisory_stream_config() -> StreamConfig:
+def advisory_stream_config(replicas: int = 1) -> StreamConfig:
     """Keeps MAX_DELIVERIES advisories until a worker has moved their job to the DLQ."""
     return StreamConfig(name=names.ADVISORY_STREAM, subjects=[names.MAX_DELIVERIES_ADVISORY_SUBJECT],
-                        retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+                        retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE, num_replicas=replicas,
                         max_age=DLQ_MAX_AGE_SECONDS)
 
 
-def status_stream_config() -> StreamConfig:
+def status_stream_config(replicas: int = 1) -> StreamConfig:
     """Status updates waiting for Redis to come back; removed once written."""
     return StreamConfig(name=names.STATUS_STREAM, subjects=names.STATUS_SUBJECTS,
-                        retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+                        retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE, num_replicas=replicas,
                         max_age=JOB_MAX_AGE_SECONDS)
 
 
@@ -130,7 +130,9 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
     """Create (or update) every stream and consumer; safe to run from many processes at once."""
-    for config in (jobs_stream_config(), dlq_stream_config(), advisory_stream_config(), status_stream_config()):
+    replicas = settings.nats_stream_replicas
+    for config in (jobs_stream_config(replicas), dlq_stream_config(replicas), advisory_stream_config(replicas),
+                   status_stream_config(replicas)):
         await _ensure_stream(js, config)
     for stream, consumer in ((names.JOBS_STREAM, workers_consumer_config(settings)),
                              (names.ADVISORY_STREAM, advisory_consumer_config()),

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
 
     # Dependencies
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_stream_replicas: int = Field(1, ge=1, le=5)
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     # Object storage
