@@ -8,7 +8,7 @@ discovers a bad parameter. ``to_pipeline`` turns each job type into the same
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobType
@@ -18,9 +18,10 @@ MAX_DIMENSION = 16384
 
 Fit = Literal["cover", "contain", "fill", "inside", "outside"]
 OutputFormat = Literal["jpeg", "png", "webp", "avif", "gif", "tiff", "same"]
-Gravity = Literal[
-    "centre", "north", "northeast", "east", "southeast", "south", "southwest", "west",
-    "northwest", "attention", "entropy",
+Gravity = Annotated[
+    Literal["centre", "north", "northeast", "east", "southeast", "south", "southwest", "west",
+            "northwest", "attention", "entropy"],
+    BeforeValidator(lambda value: "centre" if value == "center" else value),
 ]
 Dimension = Annotated[int, Field(ge=1, le=MAX_DIMENSION)]
 _COLOUR = re.compile(r"^#?([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
@@ -57,17 +58,17 @@ class OutputOptions(_Strict):
         return value if value.startswith("#") else f"#{value}"
 
 
-class ResizeOptions(_Strict):
+class Placement(_Strict):
+    """Target size and how the image is fitted into it (shared by resize steps and variants)."""
+
     width: Dimension | None = None
     height: Dimension | None = None
     fit: Fit = "inside"
     enlarge: bool = False
     gravity: Gravity = "centre"
 
-    @field_validator("gravity", mode="before")
-    @classmethod
-    def _gravity_alias(cls, value: Any) -> Any:
-        return "centre" if value == "center" else value
+
+class ResizeOptions(Placement):
 
     @model_validator(mode="after")
     def _needs_a_size(self) -> "ResizeOptions":
@@ -91,11 +92,6 @@ class CropBox(_Strict):
     width: Dimension
     height: Dimension
     gravity: Gravity = "centre"
-
-    @field_validator("gravity", mode="before")
-    @classmethod
-    def _gravity_alias(cls, value: Any) -> Any:
-        return "centre" if value == "center" else value
 
     @model_validator(mode="after")
     def _box_is_complete(self) -> "CropBox":
@@ -161,20 +157,10 @@ Step = Annotated[
 ]
 
 
-class Variant(OutputOptions):
+class Variant(OutputOptions, Placement):
     """One named output, resized (when a size is given) from the result of the steps."""
 
     name: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$")
-    width: Dimension | None = None
-    height: Dimension | None = None
-    fit: Fit = "inside"
-    enlarge: bool = False
-    gravity: Gravity = "centre"
-
-    @field_validator("gravity", mode="before")
-    @classmethod
-    def _gravity_alias(cls, value: Any) -> Any:
-        return "centre" if value == "center" else value
 
     @property
     def resize(self) -> ResizeOptions | None:
