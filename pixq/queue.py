@@ -152,6 +152,11 @@ async def publish_job(js: JetStreamContext, message: JobMessage) -> None:
     """Publish and wait for JetStream's ack; QUEUE_UNAVAILABLE when it does not come."""
     payload = message.model_dump_json().encode()
     headers = {"Nats-Msg-Id": message_id(message.job_id, message.metadata.generation)}
+    nc = getattr(js, "_nc", None)
+    if nc is not None and not nc.is_connected:
+        # While reconnecting, nats-py would buffer the publish and send it after the reconnect,
+        # even though we time out and roll the job back first: a ghost job behind a 503.
+        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, "queue unavailable: not connected to NATS")
     try:
         await js.publish(names.job_subject(message.type.value), payload, headers=headers,
                          timeout=PUBLISH_TIMEOUT_SECONDS, stream=names.JOBS_STREAM)

@@ -51,7 +51,10 @@ class Consumer:
             self.last_fetch = time.monotonic()
             free = concurrency - len(self.tasks)
             if free <= 0:
-                await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+                # Also wake on stop: a full worker must start its grace at SIGTERM, not when a job ends.
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({*self.tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
                 continue
             try:
                 messages = await subscription.fetch(free, timeout=FETCH_WAIT_SECONDS)

@@ -23,8 +23,9 @@ class JobRunner:
         self.storage = storage
         self.limits = limits
         self.timeout = timeout
-        # Spare threads: a timed-out attempt keeps its thread until libvips notices the kill flag.
-        self.pool = ThreadPoolExecutor(max_workers=concurrency * 2, thread_name_prefix="vips")
+        # One spare thread: a timed-out attempt keeps its thread until libvips notices the kill
+        # flag. Not more: every thread that allocates gets its own malloc arena (worker.memory).
+        self.pool = ThreadPoolExecutor(max_workers=concurrency + 1, thread_name_prefix="vips")
 
     async def run(self, job: JobMessage) -> list[OutputInfo]:
         cancel = threading.Event()
@@ -33,6 +34,9 @@ class JobRunner:
         except asyncio.TimeoutError:
             cancel.set()
             raise PixqError(ErrorCode.TIMEOUT, f"attempt exceeded JOB_TIMEOUT={self.timeout:g}s") from None
+        except asyncio.CancelledError:
+            cancel.set()  # shutdown past the grace: stop libvips too, or exit waits for the thread
+            raise
 
     async def _attempt(self, job: JobMessage, cancel: threading.Event) -> list[OutputInfo]:
         spec = to_pipeline(job.type, job.parameters)

@@ -18,6 +18,7 @@ from worker.dead_letter import AdvisoryMover
 from worker.execute import JobRunner
 from worker.health import create_health_app
 from worker.imaging.vips_setup import configure_vips
+from worker.memory import limit_malloc_arenas
 from worker.metrics import DLQ_MESSAGES, QUEUE_PENDING
 from worker.status_writer import OutboxDrainer, StatusWriter
 
@@ -77,6 +78,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, service="pixq-worker")
+    limit_malloc_arenas()
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -1,0 +1,123 @@
+"""pixq benchmark suite: `make bench` (or `.venv/bin/python -m bench.run`).
+
+    python -m bench.run                      # everything, ~10-15 min on 2 cores
+    python -m bench.run --quick              # smoke run: one repeat, short runs (~3 min)
+    python -m bench.run --only api,memory    # some sections: throughput,thumbor,api,memory,scaling
+
+Writes bench/results/<section>.json and regenerates docs/benchmarks.md from every result
+file present (a partial run keeps the other sections' last figures). Installs what it
+needs on first use: thumbor into bench/.thumbor-venv, npm's loadtest into bench/.tools,
+py-spy into the venv. Everything it starts listens on 127.0.0.1 and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+from bench import report
+from bench.common import (RESULTS, WORK, dump_json, ensure_loadtest, ensure_py_spy, ensure_thumbor, load_average,
+                          log, machine_info, prepare_inputs)
+
+SECTIONS = ("throughput", "thumbor", "api", "memory", "scaling")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="pixq benchmarks", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one repeat of short runs (a smoke test)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 2,
+                        help="P: raw processes = worker processes = thumbor processes (default: cores)")
+    parser.add_argument("--worker-concurrency", type=int, default=2, help="WORKER_CONCURRENCY per worker process")
+    parser.add_argument("--vips-concurrency", type=int, default=1, help="VIPS_CONCURRENCY per worker process")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    for binary in ("nats-server", "redis-server"):
+        if shutil.which(binary) is None:
+            raise SystemExit(f"bench: {binary} is missing (`make bench` installs it with apt)")
+
+    repeats = 1 if args.quick else 3
+    seconds = 1.5 if args.quick else 4.0
+    P = args.processes
+    started = time.time()
+    WORK.mkdir(parents=True, exist_ok=True)
+    run_info = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "quick": args.quick, "sections": only,
+                "processes": P, "worker_concurrency": args.worker_concurrency,
+                "vips_concurrency": args.vips_concurrency, "repeats": repeats, "seconds_per_run": seconds,
+                "load_average_start": load_average()}
+    py_spy = ensure_py_spy() if "throughput" in only else None
+    thumbor_exe = ensure_thumbor() if "thumbor" in only else None
+    loadtest_module = ensure_loadtest() if "api" in only else None
+    run_info["machine"] = machine_info()
+    log(f"machine: {json.dumps(run_info['machine'])}; load average {run_info['load_average_start']}")
+    inputs = prepare_inputs()
+
+    from bench.common import LocalStack
+    from bench.throughput import WORKLOADS, measure_raw, measure_stack, profile_stack
+
+    stack_figures: dict = {}
+    if "throughput" in only or "thumbor" in only:
+        workloads = WORKLOADS if "throughput" in only else [w for w in WORKLOADS if w.name in
+                                                             ("resize-jpeg", "resize-png", "resize-webp")]
+        raw = measure_raw(workloads, inputs, P, repeats, seconds)
+        counts = {name: value["jobs"] for name, value in raw.items()}
+        with LocalStack("throughput", workers=P, worker_concurrency=args.worker_concurrency,
+                        vips_concurrency=args.vips_concurrency) as stack:
+            stack_figures = measure_stack(stack, workloads, inputs, counts, repeats,
+                                          uploads_for=("resize-jpeg",) if "throughput" in only else ())
+            profile = None
+            if py_spy is not None:
+                log("profiling worker 1 and the API with py-spy (not a timed run)")
+                profile = profile_stack(stack, inputs, py_spy, max(60, counts["resize-jpeg"] * 2), "resize-jpeg")
+        if "throughput" in only:
+            dump_json(RESULTS / "throughput.json", {
+                "run": run_info, "load_average_end": load_average(), "raw": raw, "stack": stack_figures,
+                "profile": profile,
+                "config": {"processes": P, "worker_processes": P, "worker_concurrency": args.worker_concurrency,
+                           "vips_concurrency": args.vips_concurrency, "vips_cache_max_ops": 0}})
+
+    if "thumbor" in only:
+        from bench.thumbor import PIXQ_WORKLOAD, measure_thumbor
+        thumbor = measure_thumbor(thumbor_exe, inputs, P, repeats, seconds)
+        comparison = {}
+        for fmt, workload in PIXQ_WORKLOAD.items():
+            ours = stack_figures[workload]["jobs_per_s"]
+            comparison[fmt] = {"pixq_stack_jobs_per_s": ours, "raw_pyvips_jobs_per_s": raw[workload]["jobs_per_s"],
+                               "thumbor_rps": thumbor[fmt]["rps"],
+                               "ratio": round(ours / thumbor[fmt]["rps"], 2) if thumbor[fmt]["rps"] else None}
+        dump_json(RESULTS / "thumbor.json", {"run": run_info, "load_average_end": load_average(),
+                                              "thumbor": thumbor, "comparison": comparison})
+
+    if "api" in only:
+        from bench.api_load import measure_api
+        api = measure_api(loadtest_module, inputs.files["photo.jpg"], 3.0 if args.quick else 10.0)
+        dump_json(RESULTS / "api.json", {"run": run_info, "load_average_end": load_average(), **api})
+
+    if "memory" in only:
+        from bench.memory import measure_api_memory, measure_worker_memory
+        worker = measure_worker_memory(inputs, 2 if args.quick else 4)
+        api_memory = measure_api_memory(inputs.files["photo.jpg"])
+        dump_json(RESULTS / "memory.json", {"run": run_info, "load_average_end": load_average(),
+                                             "worker": worker, "api": api_memory})
+
+    if "scaling" in only:
+        from bench.scaling import measure_scaling
+        count = 40 if args.quick else 200
+        scaling = measure_scaling(inputs, args.worker_concurrency, count, repeats)
+        dump_json(RESULTS / "scaling.json", {"run": run_info, "load_average_end": load_average(), **scaling})
+
+    report.write()
+    log(f"done in {time.time() - started:.0f}s; wrote bench/results/*.json and docs/benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

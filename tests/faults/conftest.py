@@ -1,0 +1,40 @@
+"""Fixtures of the fault tests: a FaultStack factory on this test's nats-server and redis-server."""
+
+from collections.abc import Callable
+
+import aiohttp
+import pytest
+
+from tests.faults.harness import FaultStack
+from tests.stack import stack_env
+
+FAST = {"ACK_WAIT": "2s", "MAX_RETRIES": "3", "RETRY_BACKOFF": "0s,500ms,1s", "JOB_TIMEOUT": "20s",
+        "WORKER_SHUTDOWN_GRACE": "10s", "WORKER_CONCURRENCY": "2", "VIPS_CONCURRENCY": "1",
+        "LOG_LEVEL": "info"}
+"""Short ACK_WAIT so redelivery after a crash is quick; every test overrides what it is about."""
+
+
+@pytest.fixture
+def make_stack(nats, redis_proc, tmp_path) -> Callable[..., FaultStack]:
+    stacks: list[FaultStack] = []
+
+    def build(**overrides: str) -> FaultStack:
+        stack = FaultStack(stack_env(nats.port, redis_proc.port, tmp_path, **{**FAST, **overrides}), tmp_path)
+        stacks.append(stack)
+        return stack
+
+    yield build
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        yield session
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/faults/" in str(item.fspath):
+            item.add_marker(pytest.mark.slow)

@@ -1,0 +1,93 @@
+"""A TCP proxy that can be cut: forwards to an upstream, or (``down()``) drops every open
+connection and closes each new one as soon as it is accepted. Runs its own event loop in
+a thread, so processes under test and synchronous callers can use it alike."""
+
+import asyncio
+import threading
+
+from tests.servers import free_port
+
+
+class ToggleProxy:
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = free_port()
+        self.forwarding = True
+        self.refused = 0
+        """Connections closed on accept while down (proof that clients really tried)."""
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="toggle-proxy", daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "ToggleProxy":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("proxy did not start")
+        return self
+
+    def stop(self) -> None:
+        self._call(self._shutdown)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def down(self) -> None:
+        """Refuse: close every open connection now and every new one on accept."""
+        self._call(self._cut)
+
+    def up(self) -> None:
+        self._call(self._resume)
+
+    # --- loop side ----------------------------------------------------------------
+
+    def _call(self, func) -> None:
+        asyncio.run_coroutine_threadsafe(func(), self._loop).result(10)
+
+    async def _cut(self) -> None:
+        self.forwarding = False
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+
+    async def _resume(self) -> None:
+        self.forwarding = True
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        await self._cut()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.forwarding:
+            self.refused += 1
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers.difference_update((writer, up_writer))
