@@ -6,7 +6,7 @@ import structlog
 from aiohttp import web
 
 from api.context import CONTEXT, ApiContext
-from api.middleware import authenticate, observe
+from api.middleware import IN_FLIGHT, InFlight, authenticate, observe
 from api.routes import setup_routes
 from pixq import queue
 from pixq.limits import Limits
@@ -19,6 +19,7 @@ log = structlog.get_logger("pixq.api")
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[observe, authenticate], client_max_size=1024 * 1024)
+    app[IN_FLIGHT] = InFlight()
 
     async def dependencies(app: web.Application) -> AsyncIterator[None]:
         if not settings.api_keys:

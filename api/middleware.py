@@ -1,5 +1,6 @@
 """Request id, error envelope, metrics and API-key auth: the cross-cutting parts of every request."""
 
+import asyncio
 import time
 import uuid
 
@@ -12,6 +13,25 @@ from pixq.errors import ErrorCode, PixqError
 
 log = structlog.get_logger("pixq.api")
 
+class InFlight:
+    """Counts requests being handled, so a SIGTERM can wait for them (api.main)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.idle.set()
+
+
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
 REQUEST_ID = web.RequestKey("request_id", str)
 API_KEY_NAME = web.RequestKey("api_key_name", str)
 
@@ -39,6 +59,8 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
     request[REQUEST_ID] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
+    in_flight = request.app[IN_FLIGHT]
+    in_flight.enter()
     try:
         response = await handler(request)
         response.headers["X-Request-ID"] = request_id
@@ -53,6 +75,7 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
         log.exception("unhandled_error", path=request.path)
         response = error_response(PixqError(ErrorCode.INTERNAL_ERROR, "internal error"), request_id)
     finally:
+        in_flight.leave()
         structlog.contextvars.unbind_contextvars("request_id")
     route = _route_name(request)
     REQUESTS.labels(request.method, route, str(response.status)).inc()
