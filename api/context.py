@@ -3,23 +3,16 @@
 from dataclasses import dataclass
 
 from aiohttp import web
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-
+from pixq.deps import Dependencies
 from pixq.limits import Limits
 from pixq.settings import Settings
-from pixq.status import StatusStore
-from pixq.storage import Storage
 
 
 @dataclass
 class ApiContext:
     settings: Settings
     limits: Limits
-    nc: NATS
-    js: JetStreamContext
-    status: StatusStore
-    storage: Storage
+    deps: Dependencies
 
 
 CONTEXT = web.AppKey("pixq_context", ApiContext)

@@ -34,7 +34,7 @@ class Accepted:
 async def _validate_storage_key(ctx: ApiContext, key: str) -> None:
     if key.startswith("/") or ".." in key.split("/"):
         raise PixqError(ErrorCode.INVALID_PARAMETERS, "storage_key must be a relative key inside the bucket")
-    size = await ctx.storage.size(key)
+    size = await ctx.deps.storage.size(key)
     if size is None:
         raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at storage_key {key!r}")
     if size > ctx.limits.max_input_bytes:
@@ -48,7 +48,7 @@ async def _store_upload(ctx: ApiContext, submit: SubmitRequest, spec: PipelineSp
     info = await asyncio.to_thread(sniff, submit.upload, ctx.limits)
     check_spec_fits(spec, info)
     key = names.input_object_key(job_id)
-    await ctx.storage.put_file(key, submit.upload, submit.content_type)
+    await ctx.deps.storage.put_file(key, submit.upload, submit.content_type)
     return key
 
 
@@ -57,7 +57,7 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
     """Run the whole submit; raises PixqError (4xx for the client's mistakes, 503 for outages)."""
     spec = to_pipeline(job_type, submit.parameters)
     if idempotency_key:
-        existing = await ctx.status.idempotent_job(idempotency_key)
+        existing = await ctx.deps.status.idempotent_job(idempotency_key)
         if existing:
             return Accepted(existing, replayed=True)
     job_id = str(uuid.uuid4())
@@ -73,27 +73,27 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
             storage_key = submit.storage_key
             await _validate_storage_key(ctx, storage_key)
         if idempotency_key:
-            winner = await ctx.status.claim_idempotency_key(idempotency_key, job_id, ctx.settings.idempotency_ttl)
+            winner = await ctx.deps.status.claim_idempotency_key(idempotency_key, job_id, ctx.settings.idempotency_ttl)
             if winner:
                 raise _LostRace(winner)
             claimed = True
-        record = await ctx.status.create(job_id, job_type.value, request_id)
+        record = await ctx.deps.status.create(job_id, job_type.value, request_id)
         created = True
         message = JobMessage(job_id=job_id, type=job_type, parameters=submit.parameters,
                              input=JobInput(storage_key=storage_key),
                              metadata=JobMetadata(created_at=record["created_at"], request_id=request_id))
-        await publish_job(ctx.js, message)
+        await publish_job(ctx.deps.js, message)
     except _LostRace as race:
         if uploaded_key:
-            await ctx.storage.delete(uploaded_key)
+            await ctx.deps.storage.delete(uploaded_key)
         return Accepted(race.job_id, replayed=True)
     except BaseException as exc:
         if created:
-            await ctx.status.delete(job_id)
+            await ctx.deps.status.delete(job_id)
         if claimed:
-            await ctx.status.release_idempotency_key(idempotency_key, job_id)
+            await ctx.deps.status.release_idempotency_key(idempotency_key, job_id)
         if uploaded_key:
-            await ctx.storage.delete(uploaded_key)
+            await ctx.deps.storage.delete(uploaded_key)
         if isinstance(exc, PixqError) and exc.http_status >= 500:
             job_log.warning("submit_rolled_back", error_code=exc.code.value, error=exc.message)
         raise

@@ -14,7 +14,7 @@ from pixq.signing import signed_path
 
 
 def download_url(ctx: ApiContext, request: web.Request, storage_key: str) -> str:
-    url = ctx.storage.presigned_url(storage_key, ctx.settings.url_ttl)
+    url = ctx.deps.storage.presigned_url(storage_key, ctx.settings.url_ttl)
     if url is not None:
         return url
     return f"{request.url.origin()}{signed_path(ctx.settings.signing_key(), storage_key, ctx.settings.url_ttl)}"

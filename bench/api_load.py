@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import BENCH, WORK, LocalStack, load_average, log
+from bench.common import BENCH, LocalStack, load_average, log
 
 RATES = (250, 500, 1000)
 TARGETS = {"submit": (500, 50.0), "status": (1000, 20.0)}

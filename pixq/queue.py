@@ -9,7 +9,9 @@ import asyncio
 import nats
 import structlog
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy,
                          RetentionPolicy, StorageType, StreamConfig)
@@ -163,6 +165,22 @@ async def publish_job(js: JetStreamContext, message: JobMessage) -> None:
     except (NatsError, OSError, asyncio.TimeoutError) as exc:
         raise PixqError(ErrorCode.QUEUE_UNAVAILABLE,
                         f"queue unavailable: {str(exc) or type(exc).__name__}") from None
+
+
+FETCH_ERROR_PAUSE_SECONDS = 0.5
+
+
+async def fetch(subscription: JetStreamContext.PullSubscription, batch: int, wait: float) -> list[Msg]:
+    """Up to ``batch`` messages; [] when none came within ``wait`` or NATS is unreachable
+    (logged, then a short pause so a pull loop does not spin while the client reconnects)."""
+    try:
+        return await subscription.fetch(batch, timeout=wait)
+    except (NatsTimeoutError, asyncio.TimeoutError):
+        return []
+    except (NatsError, OSError) as exc:
+        log.warning("fetch_failed", error=str(exc) or type(exc).__name__)
+        await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)
+        return []
 
 
 async def consumer_pending(js: JetStreamContext) -> int:

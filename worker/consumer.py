@@ -12,11 +12,10 @@ import time
 import structlog
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from pixq import names
+from pixq import names, queue
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import TERMINAL_STATUSES, JobMessage, JobStatus
 from pixq.settings import Settings
@@ -56,14 +55,7 @@ class Consumer:
                 await asyncio.wait({*self.tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
                 continue
-            try:
-                messages = await subscription.fetch(free, timeout=FETCH_WAIT_SECONDS)
-            except (NatsTimeoutError, asyncio.TimeoutError):
-                continue
-            except (NatsError, OSError) as exc:
-                log.warning("fetch_failed", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(0.5)
-                continue
+            messages = await queue.fetch(subscription, free, FETCH_WAIT_SECONDS)
             for message in messages:
                 if stop.is_set():
                     await self._hand_back(message)

@@ -11,11 +11,10 @@ from typing import Any
 
 import structlog
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from pixq import names
+from pixq import names, queue
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobMessage, JobStatus, utc_now
 from worker.metrics import JOBS
@@ -70,14 +69,7 @@ class AdvisoryMover:
         subscription = await self.js.pull_subscribe_bind(durable=names.ADVISORY_CONSUMER,
                                                          stream=names.ADVISORY_STREAM)
         while not stop.is_set():
-            try:
-                advisories = await subscription.fetch(10, timeout=1)
-            except (NatsTimeoutError, asyncio.TimeoutError):
-                continue
-            except (NatsError, OSError) as exc:
-                log.warning("advisory_fetch_failed", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(1)
-                continue
+            advisories = await queue.fetch(subscription, 10, 1.0)
             for advisory in advisories:
                 try:
                     await self.move(json.loads(advisory.data))

@@ -7,11 +7,10 @@ import structlog
 from aiohttp import web
 
 from pixq import queue
+from pixq.deps import Dependencies
 from pixq.errors import PixqError
 from pixq.limits import Limits
 from pixq.settings import Settings, load_settings
-from pixq.status import StatusStore
-from pixq.storage import make_storage
 from pixq.telemetry import configure_logging
 from worker.consumer import Consumer
 from worker.dead_letter import AdvisoryMover
@@ -44,20 +43,12 @@ async def sample_queue_gauges(js, stop: asyncio.Event) -> None:
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set (main() sets it on SIGTERM/SIGINT; tests set it directly)."""
     configure_vips(settings.vips_concurrency, settings.vips_cache_max_ops)
-    storage = make_storage(settings)
-    await storage.ensure_ready()
-    status = StatusStore.from_url(settings.redis_url)
-    nc = await queue.connect(settings, name="pixq-worker")
-    js = nc.jetstream()
-    await queue.ensure_topology(js, settings)
+    deps = await Dependencies.open(settings, client_name="pixq-worker")
+    js, status = deps.js, deps.status
     writer = StatusWriter(status, js)
-    runner = JobRunner(storage, Limits.from_settings(settings), settings.worker_concurrency, settings.job_timeout)
+    runner = JobRunner(deps.storage, Limits.from_settings(settings), settings.worker_concurrency, settings.job_timeout)
     consumer = Consumer(settings, js, status, writer, runner)
-
-    async def readiness() -> dict[str, bool]:
-        return {"nats": nc.is_connected, "redis": await status.ping(), "storage": await storage.ping()}
-
-    health = web.AppRunner(create_health_app(lambda: consumer.last_fetch, readiness), access_log=None)
+    health = web.AppRunner(create_health_app(lambda: consumer.last_fetch, deps.check), access_log=None)
     await health.setup()
     if settings.metrics_port:
         await web.TCPSite(health, "0.0.0.0", settings.metrics_port).start()
@@ -69,8 +60,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                              OutboxDrainer(js, status).run(stop), sample_queue_gauges(js, stop))
     finally:
         runner.close()
-        await queue.close(nc)
-        await status.close()
+        await deps.close()
         await health.cleanup()
         log.info("worker_stopped")
 

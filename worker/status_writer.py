@@ -12,10 +12,9 @@ from typing import Any
 
 import structlog
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
-from pixq import names
+from pixq import names, queue
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobMessage, JobStatus
 from pixq.status import StatusStore
@@ -65,14 +64,7 @@ class OutboxDrainer:
     async def run(self, stop: asyncio.Event) -> None:
         subscription = await self.js.pull_subscribe_bind(durable=names.STATUS_CONSUMER, stream=names.STATUS_STREAM)
         while not stop.is_set():
-            try:
-                events = await subscription.fetch(50, timeout=1)
-            except (NatsTimeoutError, asyncio.TimeoutError):
-                continue
-            except (NatsError, OSError) as exc:
-                log.warning("outbox_fetch_failed", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(self.RETRY_DELAY_SECONDS)
-                continue
+            events = await queue.fetch(subscription, 50, 1.0)
             for event in events:
                 try:
                     body = json.loads(event.data)

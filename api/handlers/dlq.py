@@ -23,29 +23,29 @@ def _matches(entry: dict, request: web.Request) -> bool:
 async def list_dead(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", 50, MAX_PAGE)
     offset = _int_query(request, "offset", 0, 10**9)
-    entries = [entry for entry in await dlq.list_entries(context(request).js) if _matches(entry, request)]
+    entries = [entry for entry in await dlq.list_entries(context(request).deps.js) if _matches(entry, request)]
     items = [dlq.summary(entry) for entry in entries[offset:offset + limit]]
     return web.json_response({"items": items, "total": len(entries), "limit": limit, "offset": offset})
 
 
 async def show_dead(request: web.Request) -> web.Response:
-    return web.json_response(await dlq.get_entry(context(request).js, request.match_info["job_id"]))
+    return web.json_response(await dlq.get_entry(context(request).deps.js, request.match_info["job_id"]))
 
 
 async def replay_one(request: web.Request) -> web.Response:
     ctx = context(request)
-    return web.json_response(await dlq.replay(ctx.js, ctx.status, request.match_info["job_id"]), status=202)
+    return web.json_response(await dlq.replay(ctx.deps.js, ctx.deps.status, request.match_info["job_id"]), status=202)
 
 
 async def replay_many(request: web.Request) -> web.Response:
     """Replay every entry, or those matching ?error_code= and/or ?type=."""
     ctx = context(request)
     replayed, failed = [], []
-    for entry in await dlq.list_entries(ctx.js):
+    for entry in await dlq.list_entries(ctx.deps.js):
         if not _matches(entry, request):
             continue
         try:
-            replayed.append((await dlq.replay(ctx.js, ctx.status, entry["job_id"]))["job_id"])
+            replayed.append((await dlq.replay(ctx.deps.js, ctx.deps.status, entry["job_id"]))["job_id"])
         except PixqError as exc:
             failed.append({"job_id": entry.get("job_id"), "code": exc.code.value, "message": exc.message})
     return web.json_response({"replayed": replayed, "failed": failed}, status=202)
@@ -53,9 +53,9 @@ async def replay_many(request: web.Request) -> web.Response:
 
 async def purge_one(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
-    await dlq.purge(context(request).js, job_id)
+    await dlq.purge(context(request).deps.js, job_id)
     return web.json_response({"job_id": job_id, "purged": True})
 
 
 async def purge_all(request: web.Request) -> web.Response:
-    return web.json_response({"purged": await dlq.purge_all(context(request).js)})
+    return web.json_response({"purged": await dlq.purge_all(context(request).deps.js)})

@@ -33,7 +33,7 @@ async def _submit(request: web.Request, job_type: JobType) -> web.Response:
     body = {"job_id": accepted.job_id, "status": JobStatus.QUEUED.value}
     headers = {"Location": location}
     if accepted.replayed:
-        record = await ctx.status.get(accepted.job_id)
+        record = await ctx.deps.status.get(accepted.job_id)
         body["status"] = record["status"] if record else JobStatus.QUEUED.value
         headers["Idempotent-Replayed"] = "true"
     return web.json_response(body, status=202, headers=headers)
@@ -54,7 +54,7 @@ async def submit_pipeline(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     ctx = context(request)
     job_id = request.match_info["job_id"]
-    record = await ctx.status.get(job_id) if len(job_id) <= 64 else None
+    record = await ctx.deps.status.get(job_id) if len(job_id) <= 64 else None
     if record is None:
         raise PixqError(ErrorCode.NOT_FOUND, f"no job {job_id}")
     return web.json_response(public_status(ctx, request, record))

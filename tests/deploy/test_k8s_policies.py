@@ -1,6 +1,5 @@
 """Policy checks on every rendered overlay (dev, prod, prod-hpa)."""
 
-import pytest
 import yaml
 
 import pixq.names
