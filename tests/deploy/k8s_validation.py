@@ -52,3 +52,15 @@ def validate_object(obj: dict) -> None:
     if "." in obj["apiVersion"].split("/")[0] and not obj["apiVersion"].split("/")[0].endswith("k8s.io"):
         raise AssertionError(f"no CRD schema for {key}: add its CRD to shared/crds")
     kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def validation_errors(objs: list[dict]) -> list[str]:
+    """One line per object that fails validate_object (empty when all are valid)."""
+    errors = []
+    for obj in objs:
+        try:
+            validate_object(obj)
+        except (jsonschema.ValidationError, kubernetes_validate.ValidationError,
+                kubernetes_validate.SchemaNotFoundError, AssertionError) as exc:
+            errors.append(f"{obj['kind']}/{obj['metadata'].get('name')}: {str(exc)[:400]}")
+    return errors

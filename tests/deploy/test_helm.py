@@ -8,10 +8,9 @@ import yaml
 from pixq.settings import Settings
 from pixq.units import parse_duration
 
-import kubernetes_validate
 
 from deploy_support import DEPLOY, HELM_RENDERS, helm_lint_run, objects
-from k8s_validation import validate_object
+from k8s_validation import validation_errors
 
 HELM = DEPLOY / "helm"
 CHART = HELM / "pixq"
@@ -98,13 +97,7 @@ def test_helm_lint():
 @pytest.mark.parametrize("name", sorted(HELM_RENDERS))
 def test_helm_render_validates(name):
     """Helm's output validates like the kustomize overlays, custom resources included."""
-    errors = []
-    for obj in objects(name):
-        try:
-            validate_object(obj)
-        except (jsonschema.ValidationError, kubernetes_validate.ValidationError,
-                kubernetes_validate.SchemaNotFoundError, AssertionError) as exc:
-            errors.append(f"{obj['kind']}/{obj['metadata'].get('name')}: {str(exc)[:400]}")
+    errors = validation_errors(objects(name))
     assert not errors, "\n".join(errors)
 
 

@@ -5,7 +5,7 @@ import kubernetes_validate
 import pytest
 
 from deploy_support import KUBERNETES_VERSION, OVERLAYS, find, kustomize, objects
-from k8s_validation import validate_object
+from k8s_validation import validate_object, validation_errors
 
 
 def test_base_renders():
@@ -15,13 +15,7 @@ def test_base_renders():
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_objects_validate(overlay):
-    errors = []
-    for obj in objects(overlay):
-        try:
-            validate_object(obj)
-        except (jsonschema.ValidationError, kubernetes_validate.ValidationError,
-                kubernetes_validate.SchemaNotFoundError, AssertionError) as exc:
-            errors.append(f"{obj['kind']}/{obj['metadata'].get('name')}: {str(exc)[:400]}")
+    errors = validation_errors(objects(overlay))
     assert not errors, "\n".join(errors)
 
 
