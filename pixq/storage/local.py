@@ -4,6 +4,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 from pixq.errors import ErrorCode, PixqError
@@ -44,11 +45,25 @@ class LocalStorage:
         except OSError as exc:
             raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot write {key}: {exc}") from None
 
+    def _link(self, key: str, path: Path) -> bool:
+        """Hard-link a spooled upload into place (no copy) when it is on the same filesystem."""
+        target = self.path_of(key)
+        staged = target.parent / f".link-{uuid.uuid4().hex}"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, staged)
+        except OSError:
+            return False
+        os.replace(staged, target)
+        return True
+
     async def put_file(self, key: str, path: Path, content_type: str) -> None:
         def copy(handle) -> None:
             with open(path, "rb") as source:
                 shutil.copyfileobj(source, handle, 1024 * 1024)
-        await asyncio.to_thread(self._atomic_write, key, copy)
+
+        if not await asyncio.to_thread(self._link, key, path):
+            await asyncio.to_thread(self._atomic_write, key, copy)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         await asyncio.to_thread(self._atomic_write, key, lambda handle: handle.write(data))
