@@ -59,7 +59,7 @@ def throughput_section(data: dict, targets: list) -> str:
     rows = []
     for name, figures in stack.items():
         base = name.removesuffix("-upload")
-        r = raw[base]["jobs_per_s"]
+        r = figures.get("paired_raw_jobs_per_s", raw[base]["jobs_per_s"])
         ratio = round(figures["jobs_per_s"] / r, 2) if r else 0
         cpu = figures.get("cpu_ms_per_job", {})
         cpu_text = ", ".join(f"{k} {v}" for k, v in cpu.items())
@@ -83,7 +83,10 @@ P = {cfg['processes']}: the raw loop runs in {cfg['processes']} processes; the s
 processes with WORKER_CONCURRENCY={cfg['worker_concurrency']}, VIPS_CONCURRENCY={cfg['vips_concurrency']},
 VIPS_CACHE_MAX_OPS=0, plus the API, nats-server, redis-server and the load driver, all on the same cores.
 Each figure is the median of {data['run']['repeats']} runs after a warm-up; a run is N jobs
-alternating the two inputs, timed from the first submit to the last job acknowledged.
+alternating the two inputs, timed from the first submit to the last job acknowledged. Raw and
+stack runs **alternate** (raw, stack, raw, stack, …) on the same job list, so a change in the
+shared machine's speed lands on both sides of each ratio; the raw figure of a row is the median
+of the raw runs paired with that row's stack runs.
 "CPU ms per job" is user+system CPU of each process over the median run, divided by N.
 
 {_table(["workload", "what", "submit", "raw pyvips jobs/s", "stack jobs/s", "stack / raw", "N", "CPU ms per job"], rows)}

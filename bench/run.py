@@ -61,18 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     inputs = prepare_inputs()
 
     from bench.common import LocalStack
-    from bench.throughput import WORKLOADS, measure_raw, measure_stack, profile_stack
+    from bench.throughput import WORKLOADS, measure_paired, profile_stack
 
     stack_figures: dict = {}
     if "throughput" in only or "thumbor" in only:
         workloads = WORKLOADS if "throughput" in only else [w for w in WORKLOADS if w.name in
                                                              ("resize-jpeg", "resize-png", "resize-webp")]
-        raw = measure_raw(workloads, inputs, P, repeats, seconds)
-        counts = {name: value["jobs"] for name, value in raw.items()}
         with LocalStack("throughput", workers=P, worker_concurrency=args.worker_concurrency,
                         vips_concurrency=args.vips_concurrency) as stack:
-            stack_figures = measure_stack(stack, workloads, inputs, counts, repeats,
-                                          uploads_for=("resize-jpeg",) if "throughput" in only else ())
+            raw, stack_figures = measure_paired(stack, workloads, inputs, P, repeats, seconds,
+                                                uploads_for=("resize-jpeg",) if "throughput" in only else ())
+            counts = {name: value["jobs"] for name, value in raw.items()}
             profile = None
             if py_spy is not None:
                 log("profiling worker 1 and the API with py-spy (not a timed run)")

@@ -42,50 +42,52 @@ def job_list(workload: Workload, inputs: Inputs, count: int) -> list[tuple[str, 
             for i in range(count)]
 
 
-def measure_raw(workloads: list[Workload], inputs: Inputs, processes: int, repeats: int,
-                seconds: float) -> dict:
-    """jobs/s per workload in P raw processes; also picks each workload's job count."""
-    out = {}
+def measure_paired(stack: LocalStack, workloads: list[Workload], inputs: Inputs, processes: int,
+                   repeats: int, seconds: float, uploads_for: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """jobs/s per workload, raw (P pyvips processes) and through the stack, in alternating runs.
+
+    Each repeat runs raw then stack on the same job list, so a change in a shared machine's
+    speed during the run lands on both sides of every ratio instead of on one block. The raw
+    pool and the stack are both started first; an idle one costs no CPU (blocked on a queue or
+    a 1 s fetch). Also picks each workload's job count from a raw probe (about ``seconds`` of
+    work). Multipart-upload stack runs ('<name>-upload') follow, for the workloads named in
+    ``uploads_for``, paired with fresh raw runs of the same workload."""
+    raw_out: dict = {}
+    stack_out: dict = {}
+    keys = stage_inputs(stack, inputs.files)
+    upload_data = {name: path.read_bytes() for name, path in inputs.files.items()}
     files = {name: str(path) for name, path in inputs.files.items()}
+    warm = stack.stack.workers * stack.worker_concurrency * 3
     with RawPool(processes, files) as pool:
         for workload in workloads:
             pool.measure(job_list(workload, inputs, processes * 2))  # warm-up
             probe = pool.measure(job_list(workload, inputs, processes * 4))
             count = max(4 * processes, min(1200, int(probe * seconds) // 2 * 2))
-            runs = [round(pool.measure(job_list(workload, inputs, count)), 2) for _ in range(repeats)]
-            out[workload.name] = {"jobs": count, "runs": runs, "jobs_per_s": median(runs)}
+            jobs = job_list(workload, inputs, count)
+            for upload in [False] + ([True] if workload.name in uploads_for else []):
+                uploads = upload_data if upload else None
+                run_async(run_jobs(stack, job_list(workload, inputs, warm), keys, uploads))  # warm-up
+                raw_runs, stack_runs = [], []
+                for _ in range(repeats):
+                    raw_runs.append(round(pool.measure(jobs), 2))
+                    stack_runs.append(run_async(run_jobs(stack, jobs, keys, uploads)))
+                label = workload.name + ("-upload" if upload else "")
+                if not upload:
+                    raw_out[workload.name] = {"jobs": count, "runs": raw_runs, "jobs_per_s": median(raw_runs)}
+                rates = [r["jobs_per_s"] for r in stack_runs]
+                stack_out[label] = {"jobs": count, "runs": rates, "jobs_per_s": median(rates),
+                                    "paired_raw_runs": raw_runs, "paired_raw_jobs_per_s": median(raw_runs),
+                                    "submit": "multipart upload" if upload else "JSON storage_key",
+                                    "statuses": _merge([r["statuses"] for r in stack_runs]),
+                                    "cpu_ms_per_job": stack_runs[len(stack_runs) // 2]["cpu_ms_per_job"]}
+                log(f"{label}: raw {median(raw_runs)} / stack {median(rates)} jobs/s "
+                    f"({count} jobs x {repeats}, alternating) {stack_out[label]['statuses']}")
             if workload.name == "resize-jpeg":
                 for mode in ("naive", "engine"):
                     pool.measure(job_list(workload, inputs, processes * 2), mode=mode)
-                    extra = [round(pool.measure(job_list(workload, inputs, count), mode=mode), 2)
-                             for _ in range(repeats)]
-                    out[f"resize-jpeg-{mode}"] = {"jobs": count, "runs": extra, "jobs_per_s": median(extra)}
-            log(f"raw {workload.name}: {out[workload.name]['jobs_per_s']} jobs/s ({count} jobs x {repeats})")
-    return out
-
-
-def measure_stack(stack: LocalStack, workloads: list[Workload], inputs: Inputs, counts: dict[str, int],
-                  repeats: int, uploads_for: tuple[str, ...] = ()) -> dict:
-    """jobs/s per workload through the API (JSON storage_key submits; multipart uploads for
-    the workloads named in ``uploads_for``, reported as '<name>-upload')."""
-    keys = stage_inputs(stack, inputs.files)
-    upload_data = {name: path.read_bytes() for name, path in inputs.files.items()}
-    out = {}
-    plan = [(w, False) for w in workloads] + [(w, True) for w in workloads if w.name in uploads_for]
-    for workload, upload in plan:
-        label = workload.name + ("-upload" if upload else "")
-        count = counts[workload.name]
-        uploads = upload_data if upload else None
-        run_async(run_jobs(stack, job_list(workload, inputs, stack.stack.workers * stack.worker_concurrency * 3),
-                           keys, uploads))  # warm-up
-        runs = [run_async(run_jobs(stack, job_list(workload, inputs, count), keys, uploads)) for _ in range(repeats)]
-        rates = [r["jobs_per_s"] for r in runs]
-        out[label] = {"jobs": count, "runs": rates, "jobs_per_s": median(rates),
-                      "submit": "multipart upload" if upload else "JSON storage_key",
-                      "statuses": _merge([r["statuses"] for r in runs]),
-                      "cpu_ms_per_job": runs[len(runs) // 2]["cpu_ms_per_job"]}
-        log(f"stack {label}: {out[label]['jobs_per_s']} jobs/s ({count} jobs x {repeats}) {out[label]['statuses']}")
-    return out
+                    extra = [round(pool.measure(jobs, mode=mode), 2) for _ in range(repeats)]
+                    raw_out[f"resize-jpeg-{mode}"] = {"jobs": count, "runs": extra, "jobs_per_s": median(extra)}
+    return raw_out, stack_out
 
 
 def _merge(items: list[dict]) -> dict:

@@ -1,7 +1,6 @@
 """One attempt of one job: fetch the input, run the libvips pipeline in a thread, store every output."""
 
 import asyncio
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from pixq import names
@@ -10,7 +9,7 @@ from pixq.jobs import JobMessage, OutputInfo
 from pixq.limits import Limits
 from pixq.spec import to_pipeline
 from pixq.storage import Storage
-from worker.imaging import process
+from worker.imaging import Cancellation, process
 
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif",
                  "gif": "image/gif", "tiff": "image/tiff"}
@@ -28,7 +27,7 @@ class JobRunner:
         self.pool = ThreadPoolExecutor(max_workers=concurrency + 1, thread_name_prefix="vips")
 
     async def run(self, job: JobMessage) -> list[OutputInfo]:
-        cancel = threading.Event()
+        cancel = Cancellation()
         try:
             return await asyncio.wait_for(self._attempt(job, cancel), self.timeout)
         except asyncio.TimeoutError:
@@ -38,7 +37,7 @@ class JobRunner:
             cancel.set()  # shutdown past the grace: stop libvips too, or exit waits for the thread
             raise
 
-    async def _attempt(self, job: JobMessage, cancel: threading.Event) -> list[OutputInfo]:
+    async def _attempt(self, job: JobMessage, cancel: Cancellation) -> list[OutputInfo]:
         spec = to_pipeline(job.type, job.parameters)
         data = await self.storage.get_bytes(job.input.storage_key, self.limits.max_input_bytes)
         loop = asyncio.get_running_loop()

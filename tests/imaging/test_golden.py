@@ -353,3 +353,26 @@ def test_cancel_kills_libvips_work():
             variants=[{"name": "a", "format": "png"}])
     assert info.value.code == ErrorCode.TIMEOUT
     assert cancel.calls > 3
+
+
+def test_cancellation_set_from_another_thread_kills_libvips_work():
+    """The worker's path: JobRunner sets a Cancellation from the event loop on JOB_TIMEOUT;
+    the registered image is killed mid-encode and process() raises TIMEOUT promptly."""
+    import time
+
+    from worker.imaging import Cancellation
+
+    big = pyvips.Image.gaussnoise(3000, 3000).cast("uchar").write_to_buffer(".png", compression=1)
+    spec = dict(steps=[{"op": "blur", "sigma": 30}], variants=[{"name": "a", "format": "png"}])
+    started = time.perf_counter()
+    run(big, "pipeline", **spec)
+    uncancelled = time.perf_counter() - started
+
+    cancel = Cancellation()
+    timer = threading.Timer(uncancelled / 10, cancel.set)
+    timer.start()
+    started = time.perf_counter()
+    with pytest.raises(PixqError) as info:
+        run(big, "pipeline", cancel=cancel, **spec)
+    assert info.value.code == ErrorCode.TIMEOUT
+    assert time.perf_counter() - started < uncancelled * 0.75  # killed, not run to the end

@@ -179,9 +179,35 @@ def classify(exc: pyvips.Error) -> PixqError:
     return PixqError(ErrorCode.PROCESSING_FAILED, f"processing failed: {vips_message(exc)}")
 
 
+class Cancellation(threading.Event):
+    """The job timeout's cancel flag: setting it also kills every libvips image registered
+    with it. (The alternative, an "eval" progress callback polling the flag, calls into
+    Python, taking the GIL, on every libvips tick; its cost was within the noise of our
+    measurements, but this needs no callback at all. set_kill is a flag libvips checks
+    between tiles, safe to set from another thread.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._images: list[pyvips.Image] = []
+        self._lock = threading.Lock()
+
+    def register(self, image: pyvips.Image) -> None:
+        with self._lock:
+            self._images.append(image)
+            if self.is_set():
+                image.set_kill(True)
+
+    def set(self) -> None:
+        with self._lock:
+            super().set()
+            for image in self._images:
+                image.set_kill(True)
+
+
 class Guard:
-    """Job timeout: when ``cancel`` is set, kill the libvips computation in progress
-    (eval progress signal -> set_kill) and raise TIMEOUT at the next check."""
+    """Job timeout: when ``cancel`` is set, kill the libvips computation in progress and raise
+    TIMEOUT at the next check. A Cancellation kills directly; a plain Event is polled from
+    libvips' eval progress signal (slower, kept for callers that pass one)."""
 
     def __init__(self, cancel: threading.Event | None) -> None:
         self.cancel = cancel
@@ -193,6 +219,18 @@ class Guard:
     def watch(self, image: pyvips.Image) -> pyvips.Image:
         if self.cancel is None:
             return image
+        if isinstance(self.cancel, Cancellation):
+            self.cancel.register(image)
+            return image
+        cancel = self.cancel
+
+        def on_eval(target: pyvips.Image, _progress: object) -> None:
+            if cancel.is_set():
+                target.set_kill(True)
+
+        image.set_progress(True)
+        image.signal_connect("eval", on_eval)
+        return image
         cancel = self.cancel
 
         def on_eval(target: pyvips.Image, _progress: object) -> None:
