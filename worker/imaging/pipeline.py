@@ -231,12 +231,3 @@ class Guard:
         image.set_progress(True)
         image.signal_connect("eval", on_eval)
         return image
-        cancel = self.cancel
-
-        def on_eval(target: pyvips.Image, _progress: object) -> None:
-            if cancel.is_set():
-                target.set_kill(True)
-
-        image.set_progress(True)
-        image.signal_connect("eval", on_eval)
-        return image
