@@ -29,6 +29,7 @@ from worker.status_writer import StatusWriter
 log = structlog.get_logger("pixq.worker")
 
 FETCH_WAIT_SECONDS = 1.0
+FULL_WAIT_SECONDS = 5.0
 
 
 class Consumer:
@@ -50,9 +51,12 @@ class Consumer:
             self.last_fetch = time.monotonic()
             free = concurrency - len(self.tasks)
             if free <= 0:
-                # Also wake on stop: a full worker must start its grace at SIGTERM, not when a job ends.
+                # Also wake on stop: a full worker must start its grace at SIGTERM, not when a job ends;
+                # and come round every few seconds, so /health/live (last_fetch) never mistakes
+                # long, healthy jobs for a wedged loop.
                 stopping = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({*self.tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({*self.tasks, stopping}, timeout=FULL_WAIT_SECONDS,
+                                   return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
                 continue
             messages = await queue.fetch(subscription, free, FETCH_WAIT_SECONDS)
