@@ -15,7 +15,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy,
                          RetentionPolicy, StorageType, StreamConfig)
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError
 
 from pixq import names
 from pixq.errors import ErrorCode, PixqError
@@ -193,6 +193,3 @@ async def dlq_size(js: JetStreamContext) -> int:
     info = await js.stream_info(names.DLQ_STREAM)
     return int(info.state.messages)
 
-
-__all__ = ["connect", "ensure_topology", "publish_job", "consumer_pending", "dlq_size",
-           "NotFoundError", "message_id"]

@@ -1,7 +1,7 @@
 """Structured logging: structlog JSON, one event per line.
 
-Job-scoped loggers bind ``request_id`` and ``job_id`` (see ``job_logger``) so every line
-about a job carries both.
+Code that logs about a job binds ``job_id`` and ``request_id`` on its logger
+(``log.bind(job_id=..., request_id=...)``), so every line about a job carries both.
 """
 
 import logging
@@ -39,7 +39,3 @@ def configure_logging(level: str = "info", service: str = "pixq") -> None:
     root.setLevel(max(numeric, logging.INFO) if numeric > logging.DEBUG else numeric)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
-
-def job_logger(logger: structlog.typing.FilteringBoundLogger, job_id: str, request_id: str):
-    """A logger whose every line names the job and the request that created it."""
-    return logger.bind(job_id=job_id, request_id=request_id)

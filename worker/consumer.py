@@ -7,6 +7,7 @@ until the final attempt, which goes to the DLQ.
 """
 
 import asyncio
+import json
 import time
 
 import structlog
@@ -180,7 +181,6 @@ class Consumer:
 
     async def _quarantine(self, message: Msg, attempt: int, problem: str) -> None:
         """A message that is not a job cannot get a status; keep it in the DLQ for an operator."""
-        import json
         try:
             body = json.loads(message.data)
         except ValueError:
