@@ -1,4 +1,7 @@
-"""The app factory: dependencies are opened on startup and closed on cleanup."""
+"""The app factory: tenants are loaded at once (a bad TENANTS_FILE stops the process);
+dependencies are opened on startup and closed on cleanup."""
+
+import ipaddress
 
 from collections.abc import AsyncIterator
 
@@ -10,22 +13,50 @@ from api.middleware import IN_FLIGHT, InFlight, authenticate, observe
 from api.routes import setup_routes
 from pixq.deps import Dependencies
 from pixq.limits import Limits
-from pixq.settings import Settings
+from pixq.settings import Settings, fail_config
+from pixq.tenants import TenantDirectory, load_directory
+from api.metrics import JOBS_SUBMITTED
+from pixq.jobs import JobType
 
 log = structlog.get_logger("pixq.api")
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_open_mode(settings: Settings, tenants: TenantDirectory) -> None:
+    """With no key at all the API is open (the `make up` default): allowed on loopback, or
+    elsewhere only when API_ALLOW_OPEN says so, so an open API is never an accident."""
+    if not tenants.open:
+        return
+    if not _is_loopback(settings.api_host) and not settings.api_allow_open:
+        raise fail_config("API_HOST", f"{settings.api_host} is not loopback and no API key is configured "
+                          "(TENANTS_FILE, API_KEYS, ADMIN_API_KEYS); set one, or API_ALLOW_OPEN=true")
+    log.warning("api_open", reason="no API key configured: /api/v1 and the DLQ routes accept requests "
+                "without a key, as tenant 'default'", host=settings.api_host)
+
+
 def create_app(settings: Settings) -> web.Application:
+    tenants = load_directory(settings)
+    _check_open_mode(settings, tenants)
+    for tenant in tenants.names():
+        for job_type in JobType:
+            JOBS_SUBMITTED.labels(job_type.value, tenant)  # series exist at 0 from the first scrape
     app = web.Application(middlewares=[observe, authenticate], client_max_size=1024 * 1024)
     app[IN_FLIGHT] = InFlight()
 
     async def dependencies(app: web.Application) -> AsyncIterator[None]:
-        if not settings.api_keys:
-            log.warning("api_open", reason="API_KEYS is unset: /api/v1 accepts requests without a key")
         deps = await Dependencies.open(settings, client_name="pixq-api")
-        app[CONTEXT] = ApiContext(settings=settings, limits=Limits.from_settings(settings), deps=deps)
+        app[CONTEXT] = ApiContext(settings=settings, limits=Limits.from_settings(settings), deps=deps,
+                                  tenants=tenants)
         log.info("api_started", host=settings.api_host, port=settings.api_port,
-                 storage=settings.storage_type)
+                 storage=settings.storage_type, tenants=len(tenants.tenants))
         yield
         await deps.close()
 

@@ -6,6 +6,7 @@ from aiohttp import web
 from pixq.deps import Dependencies
 from pixq.limits import Limits
 from pixq.settings import Settings
+from pixq.tenants import TenantDirectory
 
 
 @dataclass
@@ -13,6 +14,7 @@ class ApiContext:
     settings: Settings
     limits: Limits
     deps: Dependencies
+    tenants: TenantDirectory
 
 
 CONTEXT = web.AppKey("pixq_context", ApiContext)

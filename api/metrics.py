@@ -7,4 +7,4 @@ REQUEST_SECONDS = Histogram(
     "pixq_api_request_duration_seconds", "HTTP request latency", ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-JOBS_SUBMITTED = Counter("pixq_jobs_submitted_total", "Jobs accepted (202) by the API", ["type"])
+JOBS_SUBMITTED = Counter("pixq_jobs_submitted_total", "Jobs accepted (202) by the API", ["type", "tenant"])

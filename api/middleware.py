@@ -10,6 +10,7 @@ from aiohttp import web
 from api.context import context
 from api.metrics import REQUEST_SECONDS, REQUESTS
 from pixq.errors import ErrorCode, PixqError
+from pixq.tenants import Tenant
 
 log = structlog.get_logger("pixq.api")
 
@@ -33,7 +34,10 @@ class InFlight:
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 REQUEST_ID = web.RequestKey("request_id", str)
-API_KEY_NAME = web.RequestKey("api_key_name", str)
+TENANT = web.RequestKey("tenant", Tenant)
+"""The caller's tenant, set by ``authenticate`` on every /api/v1 request."""
+ADMIN_PREFIXES = ("/api/v1/dlq",)
+"""Routes only an admin tenant may call (once any key is configured)."""
 
 _HTTP_CODES = {400: ErrorCode.INVALID_REQUEST, 401: ErrorCode.UNAUTHORIZED, 403: ErrorCode.FORBIDDEN,
                404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
@@ -76,7 +80,7 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
         response = error_response(PixqError(ErrorCode.INTERNAL_ERROR, "internal error"), request_id)
     finally:
         in_flight.leave()
-        structlog.contextvars.unbind_contextvars("request_id")
+        structlog.contextvars.unbind_contextvars("request_id", "tenant")
     route = _route_name(request)
     REQUESTS.labels(request.method, route, str(response.status)).inc()
     REQUEST_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
@@ -89,27 +93,30 @@ def _bearer(request: web.Request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def is_admin_route(path: str) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in ADMIN_PREFIXES)
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler) -> web.StreamResponse:
-    """API_KEYS guards /api/v1; ADMIN_API_KEYS guards the admin routes (the DLQ). Unset means open."""
-    settings = context(request).settings
-    path = request.path
-    if not path.startswith("/api/v1"):
+    """Every /api/v1 request gets its tenant from the bearer key; admin routes need an admin tenant.
+
+    With no key configured at all, every caller is the open ``default`` tenant (admin role).
+    Once any key exists, a missing or unknown key is 401, and an admin route called with a
+    user key is 403 — also when no admin key is configured, so the DLQ never opens by accident.
+    Only the tenant's name is logged, never the key."""
+    route = _route_name(request)  # decided on the matched route, so no spelling of a path slips past
+    if not (route.startswith("/api/v1") or request.path.startswith("/api/v1")):
         return await handler(request)
-    token = _bearer(request)
-    if path.startswith("/api/v1/dlq"):
-        if settings.admin_api_keys:
-            if not token:
-                raise PixqError(ErrorCode.UNAUTHORIZED, "admin routes need Authorization: Bearer <admin key>")
-            if token not in settings.admin_api_keys:
-                raise PixqError(ErrorCode.FORBIDDEN, "this key is not an admin key")
-            request[API_KEY_NAME] = settings.admin_api_keys[token]
-        return await handler(request)
-    if settings.api_keys:
-        if token in settings.api_keys:
-            request[API_KEY_NAME] = settings.api_keys[token]
-        elif token in settings.admin_api_keys:
-            request[API_KEY_NAME] = settings.admin_api_keys[token]
-        else:
+    tenants = context(request).tenants
+    if tenants.open:
+        tenant = tenants.open_tenant()
+    else:
+        tenant = tenants.authenticate(_bearer(request))
+        if tenant is None:
             raise PixqError(ErrorCode.UNAUTHORIZED, "missing or unknown API key (Authorization: Bearer <key>)")
+    structlog.contextvars.bind_contextvars(tenant=tenant.name)
+    if (is_admin_route(route) or is_admin_route(request.path)) and not tenant.is_admin:
+        raise PixqError(ErrorCode.FORBIDDEN, "this route needs an admin key")
+    request[TENANT] = tenant
     return await handler(request)

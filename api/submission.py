@@ -20,6 +20,7 @@ from pixq.jobs import JobInput, JobMessage, JobMetadata, JobType
 from pixq.queue import publish_job
 from pixq.sniff import check_spec_fits, sniff
 from pixq.spec import PipelineSpec, to_pipeline
+from pixq.tenants import Tenant
 
 log = structlog.get_logger("pixq.api")
 
@@ -31,9 +32,21 @@ class Accepted:
     """True when an Idempotency-Key matched an earlier submission."""
 
 
-async def _validate_storage_key(ctx: ApiContext, key: str) -> None:
-    if key.startswith("/") or ".." in key.split("/"):
+def _check_storage_key(tenant: Tenant, key: str) -> None:
+    """A relative, plain key, under one of the tenant's prefixes (or any key for an admin).
+    A key outside them answers like a missing object, so other tenants' keys never leak."""
+    parts = key.split("/")
+    if (key.startswith("/") or "\\" in key or any(part in ("", ".", "..") for part in parts)
+            or any(ord(char) < 0x20 or ord(char) == 0x7F for char in key)):
         raise PixqError(ErrorCode.INVALID_PARAMETERS, "storage_key must be a relative key inside the bucket")
+    if not tenant.may_read_object(key):
+        raise PixqError(ErrorCode.INPUT_NOT_FOUND,
+                        f"no object at storage_key {key!r} under this tenant's prefixes "
+                        f"({', '.join(tenant.own_prefixes())})")
+
+
+async def _validate_storage_key(ctx: ApiContext, tenant: Tenant, key: str) -> None:
+    _check_storage_key(tenant, key)
     size = await ctx.deps.storage.size(key)
     if size is None:
         raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at storage_key {key!r}")
@@ -42,44 +55,46 @@ async def _validate_storage_key(ctx: ApiContext, key: str) -> None:
                         f"object is {size} bytes, over MAX_INPUT_BYTES={ctx.limits.max_input_bytes}")
 
 
-async def _store_upload(ctx: ApiContext, submit: SubmitRequest, spec: PipelineSpec, job_id: str) -> str:
+async def _store_upload(ctx: ApiContext, submit: SubmitRequest, spec: PipelineSpec, tenant: Tenant,
+                        job_id: str) -> str:
     """Sniff the upload (magic bytes + header), check a crop box against its size, then store it."""
     assert submit.upload is not None
     info = await asyncio.to_thread(sniff, submit.upload, ctx.limits)
     check_spec_fits(spec, info)
-    key = names.input_object_key(job_id)
+    key = names.input_object_key(tenant.name, job_id)
     await ctx.deps.storage.put_file(key, submit.upload, submit.content_type)
     return key
 
 
-async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, request_id: str,
+async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, tenant: Tenant, request_id: str,
                      idempotency_key: str | None) -> Accepted:
-    """Run the whole submit; raises PixqError (4xx for the client's mistakes, 503 for outages)."""
+    """Run the whole submit for ``tenant``; raises PixqError (4xx for the client's mistakes, 503 for outages)."""
     spec = to_pipeline(job_type, submit.parameters)
     if idempotency_key:
-        existing = await ctx.deps.status.idempotent_job(idempotency_key)
+        existing = await ctx.deps.status.idempotent_job(tenant.name, idempotency_key)
         if existing:
             return Accepted(existing, replayed=True)
     job_id = str(uuid.uuid4())
-    job_log = log.bind(job_id=job_id, request_id=request_id)
+    job_log = log.bind(job_id=job_id, request_id=request_id, tenant=tenant.name)
     uploaded_key = None
     claimed = False
     created = False
     try:
         if submit.upload is not None:
-            storage_key = uploaded_key = await _store_upload(ctx, submit, spec, job_id)
+            storage_key = uploaded_key = await _store_upload(ctx, submit, spec, tenant, job_id)
         else:
             assert submit.storage_key is not None
             storage_key = submit.storage_key
-            await _validate_storage_key(ctx, storage_key)
+            await _validate_storage_key(ctx, tenant, storage_key)
         if idempotency_key:
-            winner = await ctx.deps.status.claim_idempotency_key(idempotency_key, job_id, ctx.settings.idempotency_ttl)
+            winner = await ctx.deps.status.claim_idempotency_key(tenant.name, idempotency_key, job_id,
+                                                                 ctx.settings.idempotency_ttl)
             if winner:
                 raise _LostRace(winner)
             claimed = True
-        record = await ctx.deps.status.create(job_id, job_type.value, request_id)
+        record = await ctx.deps.status.create(job_id, job_type.value, tenant.name, request_id)
         created = True
-        message = JobMessage(job_id=job_id, type=job_type, parameters=submit.parameters,
+        message = JobMessage(job_id=job_id, type=job_type, tenant=tenant.name, parameters=submit.parameters,
                              input=JobInput(storage_key=storage_key),
                              metadata=JobMetadata(created_at=record["created_at"], request_id=request_id))
         await publish_job(ctx.deps.js, message)
@@ -91,13 +106,13 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
         if created:
             await ctx.deps.status.delete(job_id)
         if claimed:
-            await ctx.deps.status.release_idempotency_key(idempotency_key, job_id)
+            await ctx.deps.status.release_idempotency_key(tenant.name, idempotency_key, job_id)
         if uploaded_key:
             await ctx.deps.storage.delete(uploaded_key)
         if isinstance(exc, PixqError) and exc.http_status >= 500:
             job_log.warning("submit_rolled_back", error_code=exc.code.value, error=exc.message)
         raise
-    JOBS_SUBMITTED.labels(job_type.value).inc()
+    JOBS_SUBMITTED.labels(job_type.value, tenant.name).inc()
     job_log.info("job_accepted", type=job_type.value, storage_key=storage_key)
     return Accepted(job_id, replayed=False)
 

@@ -20,7 +20,7 @@ from pixq.jobs import JobMessage
 from pixq.queue import publish_job
 from pixq.status import StatusStore
 
-SUMMARY_FIELDS = ("job_id", "type", "error_code", "error", "attempts", "reason", "dead_lettered_at")
+SUMMARY_FIELDS = ("job_id", "type", "tenant", "error_code", "error", "attempts", "reason", "dead_lettered_at")
 
 
 def summary(entry: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +98,8 @@ async def replay(js: JetStreamContext, status: StatusStore, job_id: str) -> dict
         update={"generation": generation, "retry_count": 0})})
     await publish_job(js, replayed)
     # After the publish: a worker may already be ahead, which restart() then leaves alone.
-    await status.restart(job_id, generation, job.type.value, job.metadata.created_at, job.metadata.request_id)
+    await status.restart(job_id, generation, job.type.value, job.tenant, job.metadata.created_at,
+                         job.metadata.request_id)
     try:
         await js.purge_stream(names.DLQ_STREAM, subject=names.dlq_subject(job_id))
     except (NatsError, OSError, asyncio.TimeoutError):

@@ -2,8 +2,11 @@
 
 The JetStream message follows the design's format::
 
-    {"job_id", "type", "parameters", "input": {"storage_key"},
+    {"job_id", "type", "tenant", "parameters", "input": {"storage_key"},
      "metadata": {"created_at", "retry_count", "request_id", "generation"}}
+
+``tenant`` names the tenant that submitted the job (pixq.tenants); the worker writes its
+outputs under that tenant's prefix and names it on every log line.
 
 ``generation`` counts DLQ replays: a replay keeps the job_id and gives a fresh retry
 budget, and the status store orders updates by (generation, attempt, phase).
@@ -14,6 +17,10 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
 class JobType(StrEnum):
@@ -71,8 +78,9 @@ class JobMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    job_id: str
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
     type: JobType
+    tenant: str = Field("default", pattern=TENANT_PATTERN)
     parameters: dict[str, Any]
     input: JobInput
     metadata: JobMetadata

@@ -4,6 +4,53 @@ Kept together (as arq does) so that operators, manifests (KEDA triggers, alerts)
 code can never disagree about a stream, consumer or key name.
 """
 
+import hashlib
+import re
+import uuid
+
+# --- Identifiers ------------------------------------------------------------------
+
+
+def is_job_id(value: str) -> bool:
+    """Job ids are canonical lowercase UUIDs. Anything else (``*``, ``>``, ``.``, spaces) must
+    never reach a NATS subject, Redis key or storage key, so callers check this first."""
+    if len(value) != 36:
+        return False
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def _tenant(tenant: str) -> str:
+    """Tenant names are validated at start (pixq.tenants); asserting again here keeps a bad
+    name from ever forming a key, whatever the caller."""
+    if not TENANT_RE.match(tenant):
+        raise ValueError(f"invalid tenant name {tenant!r}")
+    return tenant
+
+
+QUARANTINE_ID_RE = re.compile(r"^invalid-[0-9]{1,20}$")
+"""DLQ id of a message that was not a job at all (named by its stream sequence)."""
+
+
+def is_dlq_id(value: str) -> bool:
+    return is_job_id(value) or bool(QUARANTINE_ID_RE.match(value))
+
+
+def quarantine_id(stream_sequence: int) -> str:
+    return f"invalid-{int(stream_sequence)}"
+
+
+def _job(job_id: str) -> str:
+    if not is_job_id(job_id):
+        raise ValueError(f"invalid job id {job_id!r}")
+    return job_id
+
+
 # --- NATS JetStream -------------------------------------------------------------
 JOBS_STREAM = "PIXQ_JOBS"
 """Stream holding one message per accepted job (limits retention, file storage)."""
@@ -32,7 +79,7 @@ STATUS_CONSUMER = "pixq-status-writer"
 
 
 def status_subject(job_id: str) -> str:
-    return f"{STATUS_SUBJECT_PREFIX}.{job_id}"
+    return f"{STATUS_SUBJECT_PREFIX}.{_job(job_id)}"
 
 
 def job_subject(job_type: str) -> str:
@@ -42,6 +89,8 @@ def job_subject(job_type: str) -> str:
 
 def dlq_subject(job_id: str) -> str:
     """Subject of one dead job: one subject per job lets us fetch and purge it by id."""
+    if not is_dlq_id(job_id):
+        raise ValueError(f"invalid DLQ id {job_id!r}")
     return f"{DLQ_SUBJECT_PREFIX}.{job_id}"
 
 
@@ -54,19 +103,26 @@ def job_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{job_id}"
 
 
-def idempotency_key(client_key: str) -> str:
-    """String mapping a client's Idempotency-Key to the job it created."""
-    return f"{KEY_PREFIX}:idem:{client_key}"
+def idempotency_key(tenant: str, client_key: str) -> str:
+    """String mapping a tenant's Idempotency-Key to the job it created: scoped per tenant, so
+    two teams choosing the same key never share a job. The client's key is hashed, so any
+    bytes it holds stay out of the key space."""
+    digest = hashlib.sha256(client_key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{KEY_PREFIX}:idem:{_tenant(tenant)}:{digest}"
+
+
+IDEMPOTENCY_KEY_PATTERN = f"{KEY_PREFIX}:idem:*"
+"""SCAN pattern matching every idempotency key (operations and tests)."""
 
 
 # --- Object storage ---------------------------------------------------------------
 
 
-def input_object_key(job_id: str) -> str:
-    """Where an uploaded input is stored."""
-    return f"inputs/{job_id}"
+def input_object_key(tenant: str, job_id: str) -> str:
+    """Where an uploaded input is stored: under its tenant (pixq.tenants.Tenant.own_prefixes)."""
+    return f"inputs/{_tenant(tenant)}/{_job(job_id)}"
 
 
-def output_object_key(job_id: str, variant: str, extension: str) -> str:
+def output_object_key(tenant: str, job_id: str, variant: str, extension: str) -> str:
     """Where one output of a job is stored; deterministic, so a retry overwrites it."""
-    return f"outputs/{job_id}/{variant}.{extension}"
+    return f"outputs/{_tenant(tenant)}/{_job(job_id)}/{variant}.{extension}"

@@ -3,14 +3,20 @@
 One Settings object serves the API, the workers and the CLI. Every field has a default
 so `make up` runs with nothing set; a bad value stops the process at start with the
 variable's name (see ``load_settings``).
+
+Every variable that holds a secret (SECRET_FIELDS) may instead name a file in
+``<NAME>_FILE``, the Kubernetes and Docker secret-file convention. Placeholder secrets
+(``CHANGE_ME``, or MinIO's default ``minioadmin`` with S3 storage) stop the process.
 """
 
+import os
 import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pixq.units import parse_duration, parse_duration_list, parse_size
@@ -39,13 +45,27 @@ def parse_api_keys(value: str | dict | None) -> dict[str, str]:
 ApiKeys = Annotated[dict[str, str], NoDecode, BeforeValidator(parse_api_keys)]
 
 
+SECRET_FIELDS = ("nats_url", "redis_url", "minio_access_key", "minio_secret_key", "url_signing_key",
+                 "api_keys", "admin_api_keys")
+"""Settings that may hold a secret: each also accepts ``<NAME>_FILE`` and refuses placeholders."""
+
+PLACEHOLDER = "CHANGE_ME"
+MINIO_DEFAULT_CREDENTIAL = "minioadmin"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
-    # Dependencies
+    # Dependencies (credentials may sit in the URLs: nats://user:pass@host, redis://:pass@host)
     nats_url: str = "nats://127.0.0.1:4222"
     nats_stream_replicas: int = Field(1, ge=1, le=5)
+    nats_creds_file: Path | None = None
+    nats_nkey_seed_file: Path | None = None
+    nats_tls_ca_file: Path | None = None
+    nats_tls_cert_file: Path | None = None
+    nats_tls_key_file: Path | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_tls_ca_file: Path | None = None
 
     # Object storage
     storage_type: Literal["local", "minio"] = "local"
@@ -57,12 +77,16 @@ class Settings(BaseSettings):
     minio_secret_key: str = "minioadmin"
     bucket_name: str = Field("pixq", min_length=3, max_length=63)
     storage_dir: Path = Path(".pixq/storage")
+    storage_ca_file: Path | None = None
+    storage_sse: str = ""
 
     # API
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)
     api_keys: ApiKeys = {}
     admin_api_keys: ApiKeys = {}
+    tenants_file: Path | None = None
+    api_allow_open: bool = False
     url_signing_key: str = ""
     url_ttl: Duration = 3600.0
     idempotency_ttl: Duration = 86400.0
@@ -117,6 +141,41 @@ class Settings(BaseSettings):
             raise ValueError("expected host:port, without a scheme")
         return value
 
+    @field_validator("storage_sse")
+    @classmethod
+    def _sse(cls, value: str) -> str:
+        if value and value != "s3" and not (value.startswith("kms:") and len(value) > 4):
+            raise ValueError("expected empty, s3 or kms:<key-id>")
+        return value
+
+    @field_validator("nats_creds_file", "nats_nkey_seed_file", "nats_tls_ca_file", "nats_tls_cert_file",
+                     "nats_tls_key_file", "redis_tls_ca_file", "storage_ca_file", "tenants_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and str(value) and not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read {value}")
+        return value or None
+
+    @model_validator(mode="after")
+    def _no_placeholders(self) -> "Settings":
+        for name in SECRET_FIELDS:
+            value = getattr(self, name)
+            texts = [*value.keys(), *value.values()] if isinstance(value, dict) else [str(value)]
+            if any(PLACEHOLDER.lower() in text.lower() for text in texts):
+                raise ValueError(f"{name.upper()}: holds the placeholder {PLACEHOLDER}; set a real secret")
+        if self.storage_type == "minio" and MINIO_DEFAULT_CREDENTIAL in (self.minio_access_key, self.minio_secret_key):
+            raise ValueError("MINIO_SECRET_KEY: the default minioadmin credentials are refused with S3 storage")
+        if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
+            raise ValueError("NATS_TLS_CERT_FILE: set NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE together")
+        if self.nats_creds_file and self.nats_nkey_seed_file:
+            raise ValueError("NATS_CREDS_FILE: set NATS_CREDS_FILE or NATS_NKEY_SEED_FILE, not both")
+        return self
+
+    @property
+    def api_keys_configured(self) -> bool:
+        """Any key at all (API_KEYS, ADMIN_API_KEYS or TENANTS_FILE): the API then requires one."""
+        return bool(self.api_keys or self.admin_api_keys or self.tenants_file)
+
     def signing_key(self) -> bytes:
         """Key for the local backend's signed download URLs; random per process if unset."""
         if not self.url_signing_key:
@@ -128,14 +187,39 @@ class ConfigError(SystemExit):
     """Raised instead of a traceback: the message names each bad variable."""
 
 
+def fail_config(name: str, reason: str) -> ConfigError:
+    """Print ``invalid configuration: NAME: reason`` and return the exit to raise."""
+    print(f"invalid configuration: {name}: {reason}", file=sys.stderr)
+    return ConfigError(2)
+
+
+def secret_file_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """Values of SECRET_FIELDS read from the files named by ``<NAME>_FILE`` (trailing newline dropped)."""
+    values: dict[str, str] = {}
+    for field_name in SECRET_FIELDS:
+        name = field_name.upper()
+        path = environ.get(f"{name}_FILE")
+        if not path:
+            continue
+        if environ.get(name):
+            raise fail_config(f"{name}_FILE", f"set {name} or {name}_FILE, not both")
+        try:
+            values[field_name] = Path(path).read_text().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise fail_config(f"{name}_FILE", f"cannot read {path}: {exc}") from None
+    return values
+
+
 def load_settings(**overrides) -> Settings:
     """Read the environment; on a bad value exit with ``invalid configuration: NAME: reason``."""
     try:
-        return Settings(**overrides)
+        return Settings(**{**secret_file_values(os.environ), **overrides})
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = str(error["loc"][0]).upper() if error["loc"] else "?"
-            lines.append(f"invalid configuration: {name}: {error['msg']}")
+            if error["loc"]:
+                lines.append(f"invalid configuration: {str(error['loc'][0]).upper()}: {error['msg']}")
+            else:  # a model-level check names its variable first: "NAME: reason"
+                lines.append(f"invalid configuration: {error['msg'].removeprefix('Value error, ')}")
         print("\n".join(lines), file=sys.stderr)
         raise ConfigError(2) from None

@@ -70,10 +70,10 @@ class StatusStore:
         except (RedisError, OSError):
             return False
 
-    async def create(self, job_id: str, job_type: str, request_id: str, generation: int = 0) -> dict:
-        """Record a new job as queued (attempt 0)."""
+    async def create(self, job_id: str, job_type: str, tenant: str, request_id: str, generation: int = 0) -> dict:
+        """Record a new job as queued (attempt 0), owned by ``tenant``."""
         now = utc_now()
-        record = {"job_id": job_id, "type": job_type, "status": JobStatus.QUEUED.value,
+        record = {"job_id": job_id, "type": job_type, "tenant": tenant, "status": JobStatus.QUEUED.value,
                   "created_at": now, "updated_at": now, "request_id": request_id}
         await self.advance(job_id, generation, 0, JobStatus.QUEUED, **record)
         return record
@@ -120,21 +120,22 @@ class StatusStore:
         except (RedisError, OSError):
             pass
 
-    async def restart(self, job_id: str, generation: int, job_type: str, created_at: str, request_id: str) -> bool:
+    async def restart(self, job_id: str, generation: int, job_type: str, tenant: str, created_at: str,
+                      request_id: str) -> bool:
         """Start a new generation at queued (a DLQ replay): the one way back from a terminal status."""
         return await self.advance(job_id, generation, 0, JobStatus.QUEUED, job_id=job_id, type=job_type,
-                                  created_at=created_at, request_id=request_id)
+                                  tenant=tenant, created_at=created_at, request_id=request_id)
 
-    async def idempotent_job(self, client_key: str) -> str | None:
-        """The job an Idempotency-Key already created, if any (within IDEMPOTENCY_TTL)."""
+    async def idempotent_job(self, tenant: str, client_key: str) -> str | None:
+        """The job this tenant's Idempotency-Key already created, if any (within IDEMPOTENCY_TTL)."""
         try:
-            return await self.client.get(names.idempotency_key(client_key))
+            return await self.client.get(names.idempotency_key(tenant, client_key))
         except (RedisError, OSError) as exc:
             raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
 
-    async def claim_idempotency_key(self, client_key: str, job_id: str, ttl: float) -> str | None:
+    async def claim_idempotency_key(self, tenant: str, client_key: str, job_id: str, ttl: float) -> str | None:
         """Bind ``client_key`` to ``job_id``; return the job id it was already bound to, if any."""
-        key = names.idempotency_key(client_key)
+        key = names.idempotency_key(tenant, client_key)
         try:
             if await self.client.set(key, job_id, nx=True, ex=max(1, int(ttl))):
                 return None
@@ -142,9 +143,9 @@ class StatusStore:
         except (RedisError, OSError) as exc:
             raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
 
-    async def release_idempotency_key(self, client_key: str, job_id: str) -> None:
+    async def release_idempotency_key(self, tenant: str, client_key: str, job_id: str) -> None:
         """Forget a binding whose job was rolled back, so the client's retry can succeed."""
-        key = names.idempotency_key(client_key)
+        key = names.idempotency_key(tenant, client_key)
         try:
             if await self.client.get(key) == job_id:
                 await self.client.delete(key)

@@ -104,7 +104,8 @@ class Consumer:
         except ValidationError as exc:
             await self._quarantine(message, attempt, str(exc))
             return
-        job_log = log.bind(job_id=job.job_id, request_id=job.metadata.request_id, attempt=attempt)
+        job_log = log.bind(job_id=job.job_id, request_id=job.metadata.request_id, tenant=job.tenant,
+                           attempt=attempt)
         if await self._already_done(job, job_log):
             await message.ack()
             return
@@ -185,8 +186,8 @@ class Consumer:
             body = json.loads(message.data)
         except ValueError:
             body = {"raw": message.data.decode("utf-8", "replace")}
-        if not isinstance(body, dict) or not isinstance(body.get("job_id"), str):
-            body = {"job_id": f"invalid-{message.metadata.sequence.stream}", "raw": body}
+        if not isinstance(body, dict) or not names.is_job_id(str(body.get("job_id"))):
+            body = {"job_id": names.quarantine_id(message.metadata.sequence.stream), "raw": body}
         log.error("invalid_job_message", job_id=body["job_id"], problem=problem[:500])
         try:
             await publish_dead(self.js, dlq_entry(body, ErrorCode.INVALID_REQUEST.value, problem[:2000], attempt,

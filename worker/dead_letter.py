@@ -26,7 +26,8 @@ CRASHED_ON_FINAL_DELIVERY = "the worker did not finish the final delivery (crash
 
 
 def dlq_entry(message: dict[str, Any], error_code: str, error: str, attempts: int, reason: str) -> dict[str, Any]:
-    return {"job_id": message.get("job_id"), "type": message.get("type"), "message": message,
+    return {"job_id": message.get("job_id"), "type": message.get("type"), "tenant": message.get("tenant"),
+            "message": message,
             "error_code": error_code, "error": error, "attempts": attempts, "reason": reason,
             "dead_lettered_at": utc_now()}
 
@@ -50,7 +51,7 @@ async def dead_letter(js: JetStreamContext, writer: StatusWriter, job: JobMessag
     await writer.write(job, attempts, JobStatus.FAILED, error_code=ErrorCode.DEAD_LETTERED.value,
                        error=f"dead-lettered after {attempts} attempts: {last_error.code.value}: {last_error.message}")
     JOBS.labels(job.type.value, "dead_lettered").inc()
-    log.warning("job_dead_lettered", job_id=job.job_id, request_id=job.metadata.request_id,
+    log.warning("job_dead_lettered", job_id=job.job_id, request_id=job.metadata.request_id, tenant=job.tenant,
                 attempts=attempts, error_code=last_error.code.value, reason=reason)
 
 

@@ -44,7 +44,7 @@ class JobRunner:
         rendered = await loop.run_in_executor(self.pool, process, data, spec, self.limits, cancel)
         outputs = []
         for output in rendered:
-            key = names.output_object_key(job.job_id, output.name, output.extension)
+            key = names.output_object_key(job.tenant, job.job_id, output.name, output.extension)
             await self.storage.put_bytes(key, output.data, CONTENT_TYPES.get(output.format, "application/octet-stream"))
             outputs.append(OutputInfo(name=output.name, storage_key=key, width=output.width,
                                       height=output.height, format=output.format, bytes=len(output.data)))

@@ -32,7 +32,8 @@ class StatusWriter:
 
         The job's identity is written too, so a status lost from Redis (flushed, restarted
         without persistence) is rebuilt from the message."""
-        update = {"job_id": job.job_id, "type": job.type.value, "created_at": job.metadata.created_at,
+        update = {"job_id": job.job_id, "type": job.type.value, "tenant": job.tenant,
+                  "created_at": job.metadata.created_at,
                   "request_id": job.metadata.request_id, **fields}
         try:
             await self.status.advance(job.job_id, job.metadata.generation, attempt, status, **update)
@@ -49,6 +50,7 @@ class StatusWriter:
         except (NatsError, OSError, asyncio.TimeoutError) as exc:
             raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"status outbox unavailable: {exc}") from None
         log.warning("status_deferred", job_id=job_id, request_id=fields.get("request_id", ""),
+                    tenant=fields.get("tenant", ""),
                     status=status.value, reason="redis unavailable")
 
 

@@ -1,17 +1,26 @@
-"""Admin routes over the dead-letter queue (ADMIN_API_KEYS)."""
+"""Admin routes over the dead-letter queue (admin tenants only: api.middleware.authenticate)."""
 
 from aiohttp import web
 
 from api.context import context
-from pixq import dlq
+from pixq import dlq, names
 from pixq.errors import ErrorCode, PixqError
 
 MAX_PAGE = 500
 
 
+def _dead_id(request: web.Request) -> str:
+    """The DLQ id in the path, checked before use so no wildcard or dot reaches a NATS subject."""
+    job_id = request.match_info["job_id"]
+    if not names.is_dlq_id(job_id):
+        raise PixqError(ErrorCode.NOT_FOUND, "no such dead-lettered job")
+    return job_id
+
+
 def _int_query(request: web.Request, name: str, default: int, upper: int) -> int:
+    """ASCII digits only: str.isdigit() accepts '²' and other unicode digits that int() refuses."""
     raw = request.query.get(name, str(default))
-    if not raw.isdigit() or int(raw) > upper:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or int(raw) > upper:
         raise PixqError(ErrorCode.INVALID_PARAMETERS, f"{name} must be an integer from 0 to {upper}")
     return int(raw)
 
@@ -29,12 +38,12 @@ async def list_dead(request: web.Request) -> web.Response:
 
 
 async def show_dead(request: web.Request) -> web.Response:
-    return web.json_response(await dlq.get_entry(context(request).deps.js, request.match_info["job_id"]))
+    return web.json_response(await dlq.get_entry(context(request).deps.js, _dead_id(request)))
 
 
 async def replay_one(request: web.Request) -> web.Response:
     ctx = context(request)
-    return web.json_response(await dlq.replay(ctx.deps.js, ctx.deps.status, request.match_info["job_id"]), status=202)
+    return web.json_response(await dlq.replay(ctx.deps.js, ctx.deps.status, _dead_id(request)), status=202)
 
 
 async def replay_many(request: web.Request) -> web.Response:
@@ -52,7 +61,7 @@ async def replay_many(request: web.Request) -> web.Response:
 
 
 async def purge_one(request: web.Request) -> web.Response:
-    job_id = request.match_info["job_id"]
+    job_id = _dead_id(request)
     await dlq.purge(context(request).deps.js, job_id)
     return web.json_response({"job_id": job_id, "purged": True})
 

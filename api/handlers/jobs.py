@@ -3,12 +3,14 @@
 from aiohttp import web
 
 from api.context import context
-from api.middleware import REQUEST_ID
+from api.middleware import REQUEST_ID, TENANT
 from api.submission import accept_job
 from api.uploads import read_submit_request
 from api.views import public_status
+from pixq import names
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobStatus, JobType
+from pixq.tenants import OPEN_TENANT
 
 IDEMPOTENCY_KEY_MAX = 255
 
@@ -26,7 +28,7 @@ async def _submit(request: web.Request, job_type: JobType) -> web.Response:
             submit.discard()
             raise PixqError(ErrorCode.INVALID_REQUEST, "'spec' must be a JSON object")
     try:
-        accepted = await accept_job(ctx, job_type, submit, request[REQUEST_ID], idempotency_key)
+        accepted = await accept_job(ctx, job_type, submit, request[TENANT], request[REQUEST_ID], idempotency_key)
     finally:
         submit.discard()
     location = f"/api/v1/jobs/{accepted.job_id}"
@@ -51,10 +53,24 @@ async def submit_pipeline(request: web.Request) -> web.Response:
     return await _submit(request, JobType.PIPELINE)
 
 
-async def get_job(request: web.Request) -> web.Response:
-    ctx = context(request)
+async def visible_job(request: web.Request) -> dict:
+    """The status record of the job in the path, if the caller's tenant may see it.
+
+    The id is checked to be a UUID before any use. Another tenant's job answers exactly like
+    a job that does not exist (404), so existence never leaks; an admin sees every tenant."""
     job_id = request.match_info["job_id"]
-    record = await ctx.deps.status.get(job_id) if len(job_id) <= 64 else None
-    if record is None:
-        raise PixqError(ErrorCode.NOT_FOUND, f"no job {job_id}")
-    return web.json_response(public_status(ctx, request, record))
+    record = await context(request).deps.status.get(job_id) if names.is_job_id(job_id) else None
+    tenant = request[TENANT]
+    if record is None or not (tenant.is_admin or owner_of(record) == tenant.name):
+        raise PixqError(ErrorCode.NOT_FOUND, "no such job")
+    return record
+
+
+def owner_of(record: dict) -> str:
+    """Records written before tenants existed belong to the open tenant."""
+    return record.get("tenant") or OPEN_TENANT
+
+
+async def get_job(request: web.Request) -> web.Response:
+    record = await visible_job(request)
+    return web.json_response(public_status(context(request), request, record))
