@@ -22,7 +22,9 @@ WORK = BENCH / ".work"
 TOOLS = BENCH / ".tools"
 THUMBOR_VENV = BENCH / ".thumbor-venv"
 RESULTS = BENCH / "results"
-CORPUS = Path(os.environ.get("PIXQ_CORPUS", REPO.parent / "shared" / "corpus")) / "sharp"
+# the two photos are vendored in tests/fixtures/sharp; PIXQ_CORPUS_DIR (or the older PIXQ_CORPUS) overrides
+CORPUS = Path(os.environ.get("PIXQ_CORPUS_DIR") or os.environ.get("PIXQ_CORPUS")
+              or REPO / "tests" / "fixtures") / "sharp"
 PHOTOS = {"photo": "2569067123_aca715a2ee_o.jpg", "gainmap": "gain-map.jpg"}
 LOADTEST_VERSION = "8.2.1"
 THUMBOR_SPEC = "thumbor==7.8.0"
@@ -169,7 +171,7 @@ def prepare_inputs() -> Inputs:
     for name, file in PHOTOS.items():
         source = CORPUS / file
         if not source.exists():
-            raise SystemExit(f"bench: corpus image {source} is missing (set PIXQ_CORPUS)")
+            raise SystemExit(f"bench: corpus image {source} is missing (set PIXQ_CORPUS_DIR)")
         jpg = out / f"{name}.jpg"
         if not jpg.exists():
             shutil.copyfile(source, jpg)

@@ -56,7 +56,7 @@ def one_job(job: tuple[str, str, dict]) -> int:
 
 
 def naive_job(job: tuple[str, str, dict]) -> int:
-    """The one-liner from shared/corpus/README.md: thumbnail_buffer + JPEG Q80, nothing else."""
+    """The raw-pyvips reference of tests/fixtures/README.md: thumbnail_buffer + JPEG Q80, nothing else."""
     import pyvips
     _, name, params = job
     image = pyvips.Image.thumbnail_buffer(_DATA[name], params["width"], height=params["height"])

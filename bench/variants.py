@@ -1,14 +1,15 @@
 """Multi-variant decoding strategy: thumbnail per variant from the buffer vs decode once.
 
-    python bench/variants.py   (needs ../shared/corpus)
+    python bench/variants.py   (the photo from tests/fixtures/sharp, or PIXQ_CORPUS_DIR/sharp)
 """
 
+import os
 import time
 from pathlib import Path
 
 import pyvips
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+CORPUS = Path(os.environ.get("PIXQ_CORPUS_DIR") or Path(__file__).resolve().parents[1] / "tests" / "fixtures")
 SIZES = (1024, 512, 128)
 
 

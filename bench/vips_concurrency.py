@@ -1,10 +1,12 @@
 """Throughput of worker.imaging.process with N job threads, per libvips concurrency/cache.
 
-    python bench/vips_concurrency.py   (needs ../shared/corpus; results in docs/operations.md)
+    PIXQ_CORPUS_DIR=<full corpus> python bench/vips_concurrency.py   (results in docs/operations.md)
+The JPEG is vendored in tests/fixtures/sharp; the 2048x1536 PNG is only in the full sharp corpus.
 Each setting runs in a fresh process (libvips' thread pool is sized at first use).
 """
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -12,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus" / "sharp"
+CORPUS = Path(os.environ.get("PIXQ_CORPUS_DIR") or REPO / "tests" / "fixtures") / "sharp"
 
 
 def measure(threads: int, concurrency: int, cache: int, jobs: int) -> dict:

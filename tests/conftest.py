@@ -16,7 +16,6 @@ from tests.servers import ServerProcess, free_port, nats_server, redis_server
 from worker.main import serve as serve_worker
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@
 import json
 import shutil
 
-import pytest
-
-from tests.conftest import CORPUS, running_api, running_worker
+from tests.conftest import running_api, running_worker
+from tests.fixtures import fixture
 from tests.helpers import form, make_image, wait_for_status
 
 
@@ -40,23 +39,21 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.skipif(not CORPUS.exists(), reason="needs ../shared/corpus beside the repo")
 async def test_hostile_inputs_fail_with_codes_and_worker_stays_healthy(make_settings):
     settings = make_settings("local")
-    present = [(name, code) for name, code in HOSTILE if (CORPUS / name).exists()]
-    assert len(present) >= 4
+    sources = {name: fixture(name) for name, _ in HOSTILE}  # vendored: a missing file fails here
     async with running_api(settings) as api:
         async with running_worker(settings) as worker:
             job_ids = {}
-            for name, _ in present:
+            for name, _ in HOSTILE:
                 target = settings.storage_dir / "hostile" / name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(CORPUS / name, target)
+                shutil.copy(sources[name], target)
                 response = await api.post("/api/v1/resize", json={"input": {"storage_key": f"hostile/{name}"},
                                                                   "parameters": {"width": 100}})
                 assert response.status == 202, await response.text()
                 job_ids[name] = (await response.json())["job_id"]
-            for name, code in present:
+            for name, code in HOSTILE:
                 status = await wait_for_status(api, job_ids[name])
                 if code is None:
                     assert status["status"] in ("completed", "failed")

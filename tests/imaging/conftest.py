@@ -1,14 +1,9 @@
-"""Fixtures for the imaging tests: generated images (pyvips) and the corpus location."""
-
-from pathlib import Path
+"""Fixtures for the imaging tests: generated images (pyvips). Vendored image files: tests.fixtures."""
 
 import pytest
 import pyvips
 
 from pixq.limits import TRUSTED_INPUT_FORMATS, Limits
-
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO.parent / "shared" / "corpus"
 
 RED, GREEN, BLUE, WHITE = [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]
 
@@ -51,10 +46,3 @@ def decode(data: bytes) -> pyvips.Image:
 @pytest.fixture
 def limits() -> Limits:
     return make_limits()
-
-
-@pytest.fixture
-def corpus() -> Path:
-    if not CORPUS.is_dir():
-        pytest.skip(f"corpus not found at {CORPUS}")
-    return CORPUS

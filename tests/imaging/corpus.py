@@ -10,17 +10,27 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO.parent / "shared" / "corpus"
+if str(REPO) not in sys.path:  # also run as a script: python tests/imaging/corpus.py
+    sys.path.insert(0, str(REPO))
+
+from tests.fixtures import corpus_dir  # noqa: E402
+
 CHILD = Path(__file__).with_name("corpus_child.py")
 
 
-def corpus_files() -> list[Path]:
+def corpus_files(root: Path | None = None) -> list[Path]:
+    """Every file under <root>/pillow and <root>/sharp; root defaults to corpus_dir()
+    (PIXQ_CORPUS_DIR, else the vendored tests/fixtures). Raises if there are none."""
+    root = root or corpus_dir()
     files = []
     for folder in ("pillow", "sharp"):
-        root = CORPUS / folder
-        if root.is_dir():
-            files += sorted(p for p in root.rglob("*") if p.is_file() and p.name != "LICENSE"
+        base = root / folder
+        if base.is_dir():
+            files += sorted(p for p in base.rglob("*") if p.is_file() and p.name != "LICENSE"
                             and not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"no corpus images under {root}/pillow or {root}/sharp "
+                                "(PIXQ_CORPUS_DIR, default tests/fixtures)")
     return files
 
 

@@ -1,8 +1,11 @@
 """Every corpus image completes or fails with a specific code; none crashes or hangs.
 
 Each file runs in a child process (tests/imaging/corpus_child.py) so a segfault or a hang
-fails the test naming the file. By default a deterministic sample (~60 files, including
-the known bombs and truncated files); PIXQ_FULL_CORPUS=1 runs everything.
+fails the test naming the file. By default every vendored image of tests/fixtures (the
+bombs, truncated and malformed files, EXIF orientations, real photos). PIXQ_CORPUS_DIR
+points it at a larger corpus with the same pillow/ and sharp/ layout (e.g. all of Pillow's
+and sharp's test images), of which a deterministic sample (~60 files) runs unless
+PIXQ_FULL_CORPUS=1 (`make test-corpus`) asks for everything.
 """
 
 import os
@@ -11,7 +14,8 @@ import textwrap
 
 import pytest
 
-from tests.imaging.corpus import CORPUS, corpus_files, run_corpus
+from tests.fixtures import FIXTURES, corpus_dir
+from tests.imaging.corpus import corpus_files, run_corpus
 
 pytestmark = pytest.mark.corpus
 
@@ -38,25 +42,27 @@ ALSO_SAMPLED = ["sharp/Channel_digital_image_CMYK_color.jpg", "sharp/Flag_of_the
                 "pillow/libtiff_segfault.tif", "pillow/crash-2020-10-test.tif", "pillow/broken_data_stream.png"]
 
 
-def sample() -> list:
-    files = corpus_files()
-    if os.environ.get("PIXQ_FULL_CORPUS") == "1":
+def sample(root) -> list:
+    files = corpus_files(root)
+    if os.environ.get("PIXQ_FULL_CORPUS") == "1" or root == FIXTURES:
         return files
-    wanted = {CORPUS / name for name in list(EXPECTED) + ALSO_SAMPLED}
+    wanted = {root / name for name in list(EXPECTED) + ALSO_SAMPLED}
     every = max(1, len(files) // 40)
     return sorted(set(files[::every]) | {f for f in files if f in wanted})
 
 
 @pytest.mark.timeout(1800)
 def test_corpus_completes_or_fails_with_a_code():
-    if not CORPUS.is_dir():
-        pytest.skip(f"corpus not found at {CORPUS}")
-    files = sample()
+    root = corpus_dir()
+    if root == FIXTURES:  # the vendored set must hold every named file; a missing one fails
+        missing = [name for name in list(EXPECTED) + ALSO_SAMPLED if not (root / name).is_file()]
+        assert not missing, f"vendored fixtures missing from {root}: {missing}"
+    files = sample(root)
     results = run_corpus(files, workers=2, per_file_timeout=60)
     problems = []
     for path in files:
         result = results.get(str(path), {"resize": "NO_RESULT", "crop": "NO_RESULT"})
-        name = str(path.relative_to(CORPUS))
+        name = str(path.relative_to(root))
         for job in ("resize", "crop"):
             if result[job] not in ACCEPTED:
                 problems.append(f"{name} {job}: {result[job]} {result.get(job + '_message', '')}")

@@ -8,6 +8,7 @@ import pyvips
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobType
 from pixq.spec import to_pipeline
+from tests.fixtures import fixture
 from tests.imaging.conftest import BLUE, GREEN, RED, WHITE, decode, gradient, make_limits, pixel, quadrants
 from worker.imaging import process
 
@@ -195,22 +196,22 @@ def test_sixteen_bit_and_grey_inputs():
     assert out.bands == 1 and 100 < out.avg() < 155
 
 
-def test_cmyk_becomes_srgb(corpus):
+def test_cmyk_becomes_srgb():
     for name in ("Channel_digital_image_CMYK_color.jpg", "Channel_digital_image_CMYK_color_no_profile.jpg"):
-        data = (corpus / "sharp" / name).read_bytes()
+        data = fixture(f"sharp/{name}").read_bytes()
         for job, params in (("resize", {"width": 120}), ("crop", {"x": 0, "y": 0, "width": 50, "height": 50})):
             image = decode(one(data, job, **params).data)
             assert image.bands == 3 and image.interpretation == "srgb"
 
 
-def test_icc_profile_honoured(corpus):
-    data = (corpus / "sharp" / "prophoto.png").read_bytes()
+def test_icc_profile_honoured():
+    data = fixture("sharp/prophoto.png").read_bytes()
     expected = decode(data).icc_transform("srgb", embedded=True).avg()
     assert abs(decode(one(data, width=100).data).avg() - expected) < 4
 
 
-def test_metadata_stripped_by_default(corpus):
-    data = (corpus / "sharp" / "Landscape_1.jpg").read_bytes()
+def test_metadata_stripped_by_default():
+    data = fixture("sharp/Landscape_1.jpg").read_bytes()
     assert decode(data).get_typeof("exif-data")
     assert not decode(one(data, width=100).data).get_typeof("exif-data")
     assert decode(one(data, width=100, strip=False).data).get_typeof("exif-data")
@@ -221,10 +222,10 @@ def test_metadata_stripped_by_default(corpus):
 @pytest.mark.parametrize("kind", ["Landscape", "Portrait"])
 @pytest.mark.parametrize("job, params", [("resize", {"width": 120}),
                                          ("crop", {"x": 20, "y": 30, "width": 200, "height": 150})])
-def test_exif_orientations_match_upright(corpus, kind, job, params):
-    reference = decode(one((corpus / "sharp" / f"{kind}_1.jpg").read_bytes(), job, **params).data)
+def test_exif_orientations_match_upright(kind, job, params):
+    reference = decode(one(fixture(f"sharp/{kind}_1.jpg").read_bytes(), job, **params).data)
     for n in range(2, 9):
-        image = decode(one((corpus / "sharp" / f"{kind}_{n}.jpg").read_bytes(), job, **params).data)
+        image = decode(one(fixture(f"sharp/{kind}_{n}.jpg").read_bytes(), job, **params).data)
         assert (image.width, image.height) == (reference.width, reference.height), n
         assert (image - reference).abs().avg() < 12, n
 
@@ -294,8 +295,8 @@ def test_enlarge_over_output_limit():
     assert info.value.code == ErrorCode.OUTPUT_TOO_LARGE
 
 
-def test_too_many_frames(corpus):
-    data = (corpus / "sharp" / "animated-loop-3.gif").read_bytes()
+def test_too_many_frames():
+    data = fixture("sharp/animated-loop-3.gif").read_bytes()
     out = one(data, width=50)
     assert out.format == "gif" and decode(out.data).get("n-pages") == 1  # first frame only
     with pytest.raises(PixqError) as info:
@@ -315,10 +316,10 @@ def test_bad_input(data, code):
     assert info.value.code == code
 
 
-def test_truncated_fails_with_invalid_image(corpus):
+def test_truncated_fails_with_invalid_image():
     for name in ("truncated.jpg", "truncated.png"):
         with pytest.raises(PixqError) as info:
-            run((corpus / "sharp" / name).read_bytes(), width=100)
+            run(fixture(f"sharp/{name}").read_bytes(), width=100)
         assert info.value.code == ErrorCode.INVALID_IMAGE, name
 
 

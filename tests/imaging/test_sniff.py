@@ -10,6 +10,7 @@ from pixq.jobs import JobType
 from pixq.limits import TRUSTED_INPUT_FORMATS, UNTRUSTED_INPUT_FORMATS
 from pixq.sniff import ImageInfo, apply_loader_policy, check_spec_fits, detect_format, sniff
 from pixq.spec import to_pipeline
+from tests.fixtures import fixture
 from tests.imaging.conftest import make_limits, quadrants
 
 
@@ -22,11 +23,11 @@ def test_sniff_generated(tmp_path, limits, suffix, fmt):
     assert (info.format, info.width, info.height, info.pages, info.has_alpha) == (fmt, 64, 48, 1, fmt == "gif")  # libvips loads GIF as RGBA
 
 
-def test_sniff_alpha_pages_orientation(corpus, limits):
-    assert sniff(corpus / "sharp" / "with-alpha.png", limits).has_alpha
-    animated = sniff(corpus / "sharp" / "animated-loop-3.webp", limits)
+def test_sniff_alpha_pages_orientation(limits):
+    assert sniff(fixture("sharp/with-alpha.png"), limits).has_alpha
+    animated = sniff(fixture("sharp/animated-loop-3.webp"), limits)
     assert animated.format == "webp" and animated.pages > 1
-    portrait = sniff(corpus / "sharp" / "Portrait_6.jpg", limits)
+    portrait = sniff(fixture("sharp/Portrait_6.jpg"), limits)
     assert portrait.orientation == 6 and portrait.oriented_width == portrait.height
 
 
@@ -61,7 +62,7 @@ def test_svg_allowed_when_enabled(tmp_path):
     assert info.value.code == ErrorCode.UNSUPPORTED_FORMAT
 
 
-def test_sniff_size_limits(tmp_path, corpus):
+def test_sniff_size_limits(tmp_path):
     path = tmp_path / "in.png"
     quadrants(100, 100).write_to_file(str(path))
     with pytest.raises(PixqError) as info:
@@ -73,17 +74,17 @@ def test_sniff_size_limits(tmp_path, corpus):
 
 
 @pytest.mark.parametrize("name", ["giant-image.jpg", "65536-uint32-limit.png"])
-def test_sniff_bombs_fast_from_header(corpus, name):
+def test_sniff_bombs_fast_from_header(name):
     started = time.monotonic()
     with pytest.raises(PixqError) as info:
-        sniff(corpus / "sharp" / name, make_limits(max_input_bytes=1 << 30))
+        sniff(fixture(f"sharp/{name}"), make_limits(max_input_bytes=1 << 30))
     assert info.value.code == ErrorCode.IMAGE_TOO_LARGE
     assert time.monotonic() - started < 2.0  # header only, no decode
 
 
-def test_sniff_too_many_frames(corpus):
+def test_sniff_too_many_frames():
     with pytest.raises(PixqError) as info:
-        sniff(corpus / "sharp" / "animated-loop-3.gif", make_limits(max_animation_frames=2))
+        sniff(fixture("sharp/animated-loop-3.gif"), make_limits(max_animation_frames=2))
     assert info.value.code == ErrorCode.TOO_MANY_FRAMES
 
 
