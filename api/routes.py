@@ -9,6 +9,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/resize", jobs.submit_resize)
     app.router.add_post("/api/v1/crop", jobs.submit_crop)
     app.router.add_post("/api/v1/jobs", jobs.submit_pipeline)
+    app.router.add_get("/api/v1/jobs", jobs.list_jobs)
     app.router.add_get("/api/v1/jobs/{job_id}", jobs.get_job)
     app.router.add_get("/api/v1/dlq", dlq.list_dead)
     app.router.add_post("/api/v1/dlq/replay", dlq.replay_many)

@@ -94,7 +94,7 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
             claimed = True
         record = await ctx.deps.status.create(job_id, job_type.value, tenant.name, request_id)
         created = True
-        message = JobMessage(job_id=job_id, type=job_type, tenant=tenant.name, parameters=submit.parameters,
+        message = JobMessage(job_id=job_id, type=job_type, tenant=tenant.name, spec=spec,
                              input=JobInput(storage_key=storage_key),
                              metadata=JobMetadata(created_at=record["created_at"], request_id=request_id))
         await publish_job(ctx.deps.js, message)
@@ -104,7 +104,7 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
         return Accepted(race.job_id, replayed=True)
     except BaseException as exc:
         if created:
-            await ctx.deps.status.delete(job_id)
+            await ctx.deps.status.delete(job_id, tenant.name)
         if claimed:
             await ctx.deps.status.release_idempotency_key(tenant.name, idempotency_key, job_id)
         if uploaded_key:

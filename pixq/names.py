@@ -112,6 +112,15 @@ def idempotency_key(tenant: str, client_key: str) -> str:
 
 
 IDEMPOTENCY_KEY_PATTERN = f"{KEY_PREFIX}:idem:*"
+
+
+def tenant_jobs_key(tenant: str) -> str:
+    """Sorted set of a tenant's job ids scored by creation time (ms): its history, newest first."""
+    return f"{KEY_PREFIX}:history:{_tenant(tenant)}"
+
+
+ALL_JOBS_KEY = f"{KEY_PREFIX}:history"
+"""Sorted set of every tenant's job ids by creation time: the admin's history."""
 """SCAN pattern matching every idempotency key (operations and tests)."""
 
 

@@ -163,8 +163,16 @@ class Settings(BaseSettings):
             texts = [*value.keys(), *value.values()] if isinstance(value, dict) else [str(value)]
             if any(PLACEHOLDER.lower() in text.lower() for text in texts):
                 raise ValueError(f"{name.upper()}: holds the placeholder {PLACEHOLDER}; set a real secret")
-        if self.storage_type == "minio" and MINIO_DEFAULT_CREDENTIAL in (self.minio_access_key, self.minio_secret_key):
-            raise ValueError("MINIO_SECRET_KEY: the default minioadmin credentials are refused with S3 storage")
+        if self.storage_type == "minio":
+            for name in ("minio_access_key", "minio_secret_key"):
+                if getattr(self, name) == MINIO_DEFAULT_CREDENTIAL:
+                    raise ValueError(f"{name.upper()}: the default minioadmin credentials are refused with S3 storage")
+            if self.storage_ca_file and not self.storage_secure:
+                raise ValueError("STORAGE_CA_FILE: needs STORAGE_SECURE=true (the CA verifies HTTPS)")
+            if self.storage_sse.startswith("kms:") and not self.storage_secure:
+                raise ValueError("STORAGE_SSE: kms needs STORAGE_SECURE=true (S3 accepts SSE-KMS over HTTPS only)")
+        if self.redis_tls_ca_file and not self.redis_url.startswith("rediss://"):
+            raise ValueError("REDIS_TLS_CA_FILE: needs a rediss:// REDIS_URL (the CA verifies TLS)")
         if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
             raise ValueError("NATS_TLS_CERT_FILE: set NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE together")
         if self.nats_creds_file and self.nats_nkey_seed_file:
@@ -207,6 +215,8 @@ def secret_file_values(environ: Mapping[str, str]) -> dict[str, str]:
             values[field_name] = Path(path).read_text().rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise fail_config(f"{name}_FILE", f"cannot read {path}: {exc}") from None
+        if not values[field_name].strip():
+            raise fail_config(f"{name}_FILE", f"{path} is empty")
     return values
 
 

@@ -12,9 +12,11 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from pixq import names
+from pixq import history, names
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import PHASE_OF, JobStatus, utc_now
+from pixq.settings import Settings
+from pixq.transport import redis_client
 
 # KEYS[1] job hash. ARGV: generation, attempt, phase, ttl, then field/value pairs.
 # Returns 1 if applied, 0 if the stored status is ahead or terminal in this generation.
@@ -47,6 +49,17 @@ def _encode(value: Any) -> str:
     return str(value)
 
 
+def _decode(raw: dict[str, str]) -> dict[str, Any]:
+    """A stored hash as a status dict: JSON fields decoded, counters as ints, empty as None."""
+    record: dict[str, Any] = {key: (value or None) for key, value in raw.items()}
+    for name in _JSON_FIELDS:
+        if record.get(name):
+            record[name] = json.loads(record[name])
+    for name in ("attempts", "generation", "phase"):
+        record[name] = int(record.get(name) or 0)
+    return record
+
+
 class StatusStore:
     """Reads and writes job statuses; raises PixqError(STATUS_UNAVAILABLE) when Redis is down."""
 
@@ -56,10 +69,9 @@ class StatusStore:
         self._advance = client.register_script(_ADVANCE)
 
     @classmethod
-    def from_url(cls, url: str) -> "StatusStore":
-        client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2,
-                                      socket_timeout=5, health_check_interval=10)
-        return cls(client)
+    def from_settings(cls, settings: Settings) -> "StatusStore":
+        """On REDIS_URL, with credentials and TLS as pixq.transport sets them up."""
+        return cls(redis_client(settings))
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -76,6 +88,7 @@ class StatusStore:
         record = {"job_id": job_id, "type": job_type, "tenant": tenant, "status": JobStatus.QUEUED.value,
                   "created_at": now, "updated_at": now, "request_id": request_id}
         await self.advance(job_id, generation, 0, JobStatus.QUEUED, **record)
+        await history.record(self.client, tenant, job_id, now, self.job_ttl)
         return record
 
     async def advance(self, job_id: str, generation: int, attempt: int, status: JobStatus, /,
@@ -103,22 +116,26 @@ class StatusStore:
             raw = await self.client.hgetall(names.job_key(job_id))
         except (RedisError, OSError) as exc:
             raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
-        if not raw:
-            return None
-        record: dict[str, Any] = {key: (value or None) for key, value in raw.items()}
-        for name in _JSON_FIELDS:
-            if record.get(name):
-                record[name] = json.loads(record[name])
-        for name in ("attempts", "generation", "phase"):
-            record[name] = int(record.get(name) or 0)
-        return record
+        return _decode(raw) if raw else None
 
-    async def delete(self, job_id: str) -> None:
-        """Roll back a job that could not be published (nothing half-created)."""
+    async def delete(self, job_id: str, tenant: str) -> None:
+        """Roll back a job that could not be published (nothing half-created, history included)."""
         try:
             await self.client.delete(names.job_key(job_id))
         except (RedisError, OSError):
             pass
+        await history.forget(self.client, tenant, job_id)
+
+    async def get_many(self, job_ids: list[str]) -> list[dict | None]:
+        """Several statuses in one round trip (history pages), None for expired ones."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hgetall(names.job_key(job_id))
+                raws = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+        return [_decode(raw) if raw else None for raw in raws]
 
     async def restart(self, job_id: str, generation: int, job_type: str, tenant: str, created_at: str,
                       request_id: str) -> bool:

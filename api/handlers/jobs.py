@@ -1,13 +1,15 @@
 """Submit and read jobs."""
 
+from enum import StrEnum
+
 from aiohttp import web
 
-from api.context import context
+from api.context import ApiContext, context
 from api.middleware import REQUEST_ID, TENANT
 from api.submission import accept_job
 from api.uploads import read_submit_request
 from api.views import public_status
-from pixq import names
+from pixq import history, names
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobStatus, JobType
 from pixq.tenants import OPEN_TENANT
@@ -69,6 +71,95 @@ async def visible_job(request: web.Request) -> dict:
 def owner_of(record: dict) -> str:
     """Records written before tenants existed belong to the open tenant."""
     return record.get("tenant") or OPEN_TENANT
+
+
+PAGE_DEFAULT, PAGE_MAX = 20, 100
+CHUNK = 100
+"""History entries whose statuses are read in one Redis round trip."""
+SCAN_MAX = 1000
+"""Most history entries one page request examines; with narrow filters a page may come back
+short, with a next_cursor to continue from."""
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", str(PAGE_DEFAULT))
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= PAGE_MAX):
+        raise PixqError(ErrorCode.INVALID_PARAMETERS, f"limit must be an integer from 1 to {PAGE_MAX}")
+    return int(raw)
+
+
+def _time_bound(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return history.millis(raw)
+    except (ValueError, OverflowError):
+        raise PixqError(ErrorCode.INVALID_PARAMETERS, f"{name} must be an ISO 8601 timestamp") from None
+
+
+def _choice(request: web.Request, name: str, allowed: type[StrEnum]) -> str | None:
+    raw = request.query.get(name)
+    if raw is not None and raw not in {member.value for member in allowed}:
+        raise PixqError(ErrorCode.INVALID_PARAMETERS,
+                        f"{name} must be one of {', '.join(member.value for member in allowed)}")
+    return raw
+
+
+def _history_key(request: web.Request) -> str:
+    """A user lists its own tenant; an admin lists every tenant, or one with ?tenant=."""
+    tenant = request[TENANT]
+    wanted = request.query.get("tenant")
+    if not tenant.is_admin:
+        if wanted is not None and wanted != tenant.name:
+            raise PixqError(ErrorCode.FORBIDDEN, "only an admin key may list another tenant's jobs")
+        return names.tenant_jobs_key(tenant.name)
+    if wanted is None:
+        return names.ALL_JOBS_KEY
+    if not names.TENANT_RE.match(wanted):
+        raise PixqError(ErrorCode.INVALID_PARAMETERS, "tenant is not a tenant name")
+    return names.tenant_jobs_key(wanted)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """The caller's jobs, newest first: ``?limit&cursor&status&type&created_after&created_before``.
+
+    ``next_cursor`` is opaque and continues strictly after the last job examined, so jobs
+    created while a client pages never shift a page: each job appears exactly once."""
+    ctx = context(request)
+    limit, key = _limit(request), _history_key(request)
+    cursor = history.Cursor.decode(request.query["cursor"]) if "cursor" in request.query else None
+    status, job_type = _choice(request, "status", JobStatus), _choice(request, "type", JobType)
+    created_after, created_before = _time_bound(request, "created_after"), _time_bound(request, "created_before")
+    items: list[dict] = []
+    chunk: list[tuple[int, str]] = []
+    examined, stopped_at, exhausted = 0, None, True
+    async for entry in history.newest_first(ctx.deps.status.client, key, cursor, created_after, created_before):
+        chunk.append(entry)
+        if len(chunk) < CHUNK:
+            continue
+        items += await _matching(ctx, chunk, status, job_type)
+        examined += len(chunk)
+        stopped_at, chunk = chunk[-1], []
+        if len(items) >= limit or examined >= SCAN_MAX:
+            exhausted = False
+            break
+    else:
+        items += await _matching(ctx, chunk, status, job_type)
+    if len(items) > limit or (len(items) == limit and not exhausted):
+        items, stopped_at = items[:limit], items[limit - 1]["entry"]
+    elif exhausted:
+        stopped_at = None  # nothing older is left
+    next_cursor = history.Cursor(*stopped_at).encode() if stopped_at else None
+    body = [public_status(ctx, request, item["record"]) for item in items]
+    return web.json_response({"items": body, "next_cursor": next_cursor, "limit": limit})
+
+
+async def _matching(ctx: ApiContext, entries: list[tuple[int, str]], status: str | None, job_type: str | None) -> list[dict]:
+    records = await ctx.deps.status.get_many([job_id for _, job_id in entries])
+    return [{"entry": entry, "record": record} for entry, record in zip(entries, records)
+            if record is not None and (status is None or record.get("status") == status)
+            and (job_type is None or record.get("type") == job_type)]
 
 
 async def get_job(request: web.Request) -> web.Response:

@@ -1,11 +1,14 @@
 """S3 storage through the minio SDK (MinIO in the cluster, or any S3).
 
-The SDK is synchronous, so calls run in threads. Its HTTP client gets short timeouts
-and few retries: an outage must surface quickly as STORAGE_UNAVAILABLE so the worker
-can hand the job back to JetStream for a delayed retry instead of blocking a slot.
+The SDK is synchronous, so calls run in threads. Its HTTP client (pixq.transport) gets
+short timeouts and few retries: an outage must surface quickly as STORAGE_UNAVAILABLE so
+the worker can hand the job back to JetStream for a delayed retry instead of blocking a
+slot. It verifies HTTPS certificates against STORAGE_CA_FILE when set. Every write asks
+for the server-side encryption STORAGE_SSE names.
 """
 
 import asyncio
+import io
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,16 +18,9 @@ from minio.error import S3Error
 
 from pixq.errors import ErrorCode, PixqError
 from pixq.settings import Settings
+from pixq.transport import s3_http_client, s3_sse
 
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound"}
-
-
-def _http_client() -> urllib3.PoolManager:
-    return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=3, read=30),
-        retries=urllib3.Retry(total=1, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-        maxsize=32,
-    )
 
 
 class S3Storage:
@@ -32,11 +28,13 @@ class S3Storage:
         self.bucket = settings.bucket_name
         self.client = Minio(settings.storage_endpoint, access_key=settings.minio_access_key,
                             secret_key=settings.minio_secret_key, secure=settings.storage_secure,
-                            region=settings.storage_region, http_client=_http_client())
+                            region=settings.storage_region, http_client=s3_http_client(settings))
         public = settings.storage_public_endpoint or settings.storage_endpoint
+        # Presigning is local computation (the region is given), so the signer never connects.
         self.signer = Minio(public, access_key=settings.minio_access_key,
                             secret_key=settings.minio_secret_key, secure=settings.storage_secure,
-                            region=settings.storage_region)
+                            region=settings.storage_region, http_client=s3_http_client(settings))
+        self.sse = s3_sse(settings)
 
     async def _call(self, what: str, func, *args, **kwargs):
         try:
@@ -64,12 +62,11 @@ class S3Storage:
 
     async def put_file(self, key: str, path: Path, content_type: str) -> None:
         await self._call("upload", self.client.fput_object, self.bucket, key, str(path),
-                         content_type=content_type)
+                         content_type=content_type, sse=self.sse)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        import io
         await self._call("upload", self.client.put_object, self.bucket, key, io.BytesIO(data),
-                         len(data), content_type=content_type)
+                         len(data), content_type=content_type, sse=self.sse)
 
     async def get_bytes(self, key: str, max_bytes: int) -> bytes:
         def read() -> bytes:

@@ -1,0 +1,191 @@
+"""How pixq reaches its dependencies securely: Settings in, connection options out.
+
+One place turns the transport settings (credentials, CA files, client certificates, S3
+server-side encryption) into what each client library wants, so the API, the workers and
+the CLI all connect the same way and a review of "what is encrypted, how is it verified"
+reads one file. docs/security-transport.md describes the configuration.
+
+- NATS (nats-py): credentials from NATS_URL, a JWT ``.creds`` file or an nkey seed file;
+  TLS (server verification, optionally a client certificate) from NATS_TLS_* files.
+- Redis (redis-py): password or ACL user in REDIS_URL; ``rediss://`` for TLS, with
+  REDIS_TLS_CA_FILE for a private CA.
+- S3 (minio SDK): STORAGE_CA_FILE for a private CA behind STORAGE_SECURE=true;
+  STORAGE_SSE asks for encryption at rest on every write.
+"""
+
+import ssl
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import redis.asyncio as redis
+import urllib3
+from minio.sse import Sse, SseKMS, SseS3
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+
+from pixq.settings import Settings
+
+# --- NATS --------------------------------------------------------------------------------
+
+
+class NatsPlaintextRefused(NatsError):
+    """TLS was configured but the server did not switch to TLS: credentials are withheld."""
+
+    def __str__(self) -> str:
+        return "nats: TLS is configured but the server offered a plaintext connection; credentials withheld"
+
+
+def split_nats_credentials(url: str) -> tuple[list[str], str | None, str | None, str | None]:
+    """Split NATS_URL into (server URLs without credentials, user, password, token).
+
+    Why lift credentials out of the URLs: nats-py reads them per server URL and does not
+    percent-decode them, and servers it discovers from the cluster's INFO carry none, so a
+    reconnect to a discovered node would go unauthenticated. As connect options they are
+    decoded (a password may contain ``@``, ``/`` or ``:`` written as %40, %2F, %3A) and apply
+    to every server. ``nats://name:pass@host`` is a user and password, ``nats://tok@host`` a
+    token, as in nats-py and the other NATS clients. Every URL that carries credentials must
+    carry the same ones (one pixq identity per deployment).
+    """
+    servers: list[str] = []
+    found: set[tuple[str, str | None]] = set()
+    for raw in url.split(","):
+        raw = raw.strip()
+        if not raw:
+            continue
+        parts = urlsplit(raw)
+        if parts.username is not None:
+            password = None if parts.password is None else unquote(parts.password)
+            found.add((unquote(parts.username), password))
+            host = parts.netloc.rpartition("@")[2]
+            raw = urlunsplit(parts._replace(netloc=host))
+        servers.append(raw)
+    if len(found) > 1:
+        raise ValueError("NATS_URL: every server URL must carry the same credentials")
+    if not found:
+        return servers, None, None, None
+    name, password = found.pop()
+    if password is None:
+        return servers, None, None, name
+    return servers, name, password, None
+
+
+def nats_tls_wanted(settings: Settings) -> bool:
+    """TLS is required when a URL says so (tls://, wss://) or any NATS_TLS_* file is set."""
+    schemes = {urlsplit(url.strip()).scheme for url in settings.nats_url.split(",") if url.strip()}
+    return bool(schemes & {"tls", "wss"} or settings.nats_tls_ca_file or settings.nats_tls_cert_file)
+
+
+def nats_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """A verifying client context (certificate chain and host name): NATS_TLS_CA_FILE alone
+    when set, else the system CAs; the client certificate and key for mutual TLS. None when
+    TLS is not wanted (a server may still ask for it: nats-py then verifies against the
+    system CAs)."""
+    if not nats_tls_wanted(settings):
+        return None
+    context = ssl.create_default_context(cafile=str(settings.nats_tls_ca_file) if settings.nats_tls_ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.nats_tls_cert_file and settings.nats_tls_key_file:
+        context.load_cert_chain(str(settings.nats_tls_cert_file), str(settings.nats_tls_key_file))
+    return context
+
+
+def nats_connection_is_tls(nc: NATS) -> bool:
+    """Did the current connection switch to TLS? nats-py upgrades exactly when the server's
+    INFO says ``tls_required`` (and wss:// is TLS from the first byte). Reads nats-py's
+    private state: if a release renames it, this answers False and password/token logins
+    over TLS fail closed (tests/test_transport_nats.py would show it)."""
+    server = getattr(nc, "_current_server", None)
+    if server is not None and server.uri.scheme == "wss":
+        return True
+    return bool((getattr(nc, "_server_info", None) or {}).get("tls_required"))
+
+
+def _guarded(value: str, tls_in_use: Callable[[], bool]) -> Callable[[], str]:
+    def give() -> str:
+        if not tls_in_use():
+            raise NatsPlaintextRefused()
+        return value
+
+    return give
+
+
+def nats_connect_options(settings: Settings, tls_in_use: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``nats.aio.client.Client.connect``: servers, credentials, TLS.
+
+    Why the guard (``tls_in_use``): nats-py switches to TLS only when the server's INFO asks
+    for it, even for a tls:// URL, so something impersonating the server could offer
+    plaintext and read a password or token. When TLS is wanted, the password and token are
+    handed over as callbacks that refuse unless the connection did switch to TLS. (nkey and
+    JWT authentication never send their secret seed, only a signature of the server's nonce.)
+    """
+    servers, user, password, token = split_nats_credentials(settings.nats_url)
+    options: dict[str, Any] = {"servers": servers}
+    guard = tls_in_use if (tls_in_use is not None and nats_tls_wanted(settings)) else None
+
+    def secret(value: str) -> str | Callable[[], str]:
+        return _guarded(value, guard) if guard else value
+
+    if user is not None:
+        options.update(user=secret(user), password=secret(password or ""))
+    elif token is not None:
+        options["token"] = secret(token)
+    if settings.nats_creds_file:
+        options["user_credentials"] = str(settings.nats_creds_file)
+    if settings.nats_nkey_seed_file:
+        options["nkeys_seed"] = str(settings.nats_nkey_seed_file)
+    context = nats_tls_context(settings)
+    if context is not None:
+        options["tls"] = context
+    return options
+
+
+# --- Redis -------------------------------------------------------------------------------
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """The Redis client of REDIS_URL (``redis://user:pass@host:port/db``; redis-py decodes
+    percent-escapes in the credentials). ``rediss://`` turns on TLS with certificate and
+    hostname verification against the system CAs plus REDIS_TLS_CA_FILE (redis-py always
+    starts from the system store).
+
+    Short timeouts: a Redis outage surfaces as STATUS_UNAVAILABLE (and readiness false)
+    within seconds instead of hanging requests; a wrong password does the same.
+    """
+    options: dict[str, Any] = dict(decode_responses=True, socket_connect_timeout=2, socket_timeout=5,
+                                   health_check_interval=10)
+    if settings.redis_url.startswith("rediss://"):
+        options.update(ssl_cert_reqs="required", ssl_check_hostname=True, ssl_min_version=ssl.TLSVersion.TLSv1_2)
+        if settings.redis_tls_ca_file:
+            options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+# --- S3 ----------------------------------------------------------------------------------
+
+
+def s3_http_client(settings: Settings) -> urllib3.PoolManager:
+    """The minio SDK's HTTP pool: short timeouts and one retry (an outage must surface quickly
+    as STORAGE_UNAVAILABLE so a worker hands its job back for a delayed retry), and for
+    STORAGE_SECURE=true certificate verification against the system CAs, or against
+    STORAGE_CA_FILE alone when set (a private CA, e.g. an in-cluster MinIO)."""
+    tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED"}
+    if settings.storage_ca_file:
+        tls["ca_certs"] = str(settings.storage_ca_file)
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=3, read=30),
+        retries=urllib3.Retry(total=1, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        maxsize=32,
+        **tls,
+    )
+
+
+def s3_sse(settings: Settings) -> Sse | None:
+    """Server-side encryption requested on every write: ``s3`` (SSE-S3, keys managed by the
+    store) or ``kms:<key-id>`` (SSE-KMS with that key; the SDK sends it over HTTPS only).
+    None leaves the bucket's default encryption in charge."""
+    if settings.storage_sse == "s3":
+        return SseS3()
+    if settings.storage_sse.startswith("kms:"):
+        return SseKMS(settings.storage_sse.removeprefix("kms:"), {})
+    return None
