@@ -59,7 +59,10 @@ def _route_name(request: web.Request) -> str:
 @web.middleware
 async def observe(request: web.Request, handler) -> web.StreamResponse:
     """Outermost: assigns the request id, renders every error in the one envelope, counts requests."""
-    request_id = request.headers.get("X-Request-ID", "")[:128] or uuid.uuid4().hex
+    request_id = request.headers.get("X-Request-ID", "")[:128]
+    if not (request_id.isascii() and request_id.isprintable()):
+        request_id = ""  # invalid UTF-8 arrives as lone surrogates, which Redis and NATS cannot encode
+    request_id = request_id or uuid.uuid4().hex
     request[REQUEST_ID] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
@@ -82,7 +85,7 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
         in_flight.leave()
         structlog.contextvars.unbind_contextvars("request_id", "tenant")
     route = _route_name(request)
-    REQUESTS.labels(request.method, route, str(response.status)).inc()
+    REQUESTS.labels(request.method, route, f"{response.status // 100}xx").inc()  # status class: 2xx..5xx
     REQUEST_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
     return response
 
@@ -90,7 +93,12 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
 def _bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    token = token.strip() if scheme.lower() == "bearer" else ""
+    try:
+        token.encode()  # invalid UTF-8 on the wire arrives as lone surrogates: no key can match it
+    except UnicodeEncodeError:
+        return ""
+    return token
 
 
 def is_admin_route(path: str) -> bool:

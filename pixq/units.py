@@ -1,19 +1,24 @@
 """Parse human units from configuration: durations (``30s``, ``500ms``, ``2m``) and sizes (``50MiB``)."""
 
+import math
 import re
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"^\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*(ms|s|m|h|d)?\s*$")
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
                "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-_SIZE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+_SIZE = re.compile(r"^\s*([0-9]{1,18})\s*([a-zA-Z]*)\s*$")
+"""ASCII digits only (``\\d`` also matches '٣'), and few enough that int() never hits its
+4300-digit limit nor a duration float becomes inf."""
 
 
 def parse_duration(text: str | float | int) -> float:
     """Return seconds; a bare number means seconds. Raises ValueError on anything else."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
     if isinstance(text, (int, float)):
-        if text < 0:
-            raise ValueError("duration must not be negative")
+        if not math.isfinite(text) or text < 0:
+            raise ValueError(f"duration must be a finite number of seconds, not {text!r}")
         return float(text)
     match = _DURATION.match(text)
     if not match:
@@ -32,6 +37,8 @@ def parse_duration_list(text: str | list) -> list[float]:
 
 def parse_size(text: str | int) -> int:
     """Return bytes from ``52428800``, ``50MiB`` or ``50MB``."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a size: {text!r}")
     if isinstance(text, int):
         if text < 0:
             raise ValueError("size must not be negative")

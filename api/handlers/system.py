@@ -32,7 +32,11 @@ async def download(request: web.Request) -> web.StreamResponse:
     key = request.match_info["key"]
     if not verify(ctx.settings.signing_key(), key, request.query.get("expires", ""), request.query.get("sig", "")):
         raise PixqError(ErrorCode.FORBIDDEN, "link is invalid or expired")
-    path = ctx.deps.storage.path_of(key)
-    if not path.is_file():
+    try:
+        path = ctx.deps.storage.path_of(key)
+        found = path.is_file()
+    except (OSError, ValueError):  # a name too long for the filesystem, a NUL byte, a lone surrogate
+        found = False
+    if not found:
         raise PixqError(ErrorCode.NOT_FOUND, "object not found")
     return web.FileResponse(path)
