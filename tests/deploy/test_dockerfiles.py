@@ -157,7 +157,7 @@ def test_dockerignore():
         line = line.strip()
         if line and not line.startswith("#"):
             patterns.append((line.startswith("!"), line.lstrip("!")))
-    for path in (".git", ".venv", "tests", "bench", ".venv-helm", "deploy/k8s"):
+    for path in (".git", ".venv", "tests", "bench", "deploy/k8s", "deploy/crds", "deploy/tools/bin"):
         assert _ignored(path, patterns), f".dockerignore does not exclude {path}"
     for name in IMAGES:
         df = stages(parse_dockerfile(REPO / name))

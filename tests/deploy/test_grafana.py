@@ -18,6 +18,8 @@ PIXQ_METRICS = {
     "pixq_worker_job_duration_seconds": "histogram",
     "pixq_worker_jobs_in_flight": "gauge",
     "pixq_queue_pending_messages": "gauge",
+    # num_pending + num_ack_pending of pixq-workers: KEDA's lag, the HPA fallback's metric.
+    "pixq_queue_backlog_messages": "gauge",
     "pixq_dlq_messages": "gauge",
 }
 DASHBOARD_FILES = sorted(DASHBOARDS.glob("*.json"))
@@ -111,3 +113,16 @@ def test_provisioning_files():
     datasources = yaml.safe_load((prov / "datasources" / "prometheus.yaml").read_text())
     assert datasources["apiVersion"] == 1
     assert [d["type"] for d in datasources["datasources"]] == ["prometheus"]
+
+
+def test_hpa_fallback_metrics_are_pixq_metrics():
+    """The HPA fallback (kustomize component, chart default) scales on a metric pixq exports."""
+    component = DEPLOY / "k8s" / "components" / "hpa-prometheus"
+    hpa = yaml.safe_load((component / "hpa.yaml").read_text())
+    names = {m["external"]["metric"]["name"] for m in hpa["spec"]["metrics"]}
+    adapter = yaml.safe_load((component / "prometheus-adapter-values.yaml").read_text())
+    names |= {rule["name"]["as"] for rule in adapter["rules"]["external"]}
+    chart = yaml.safe_load((DEPLOY / "helm" / "pixq" / "values.yaml").read_text())
+    names.add(chart["worker"]["autoscaling"]["hpaMetricName"])
+    assert names == {"pixq_queue_backlog_messages"}, names
+    assert PIXQ_METRICS["pixq_queue_backlog_messages"] == "gauge"

@@ -1,6 +1,9 @@
-"""The Helm chart lints clean (deploy/helm/lint.sh, helm-sdkpy) and its values are sane."""
+"""The Helm chart lints clean with the real helm (`helm lint --strict`), renders with
+`helm template`, and its values are sane. The renders themselves go through every policy
+test (conftest's ``rendered``) and the schema validation below."""
 
 import json
+
 import jsonschema
 import pytest
 import yaml
@@ -8,12 +11,9 @@ import yaml
 from pixq.settings import Settings
 from pixq.units import parse_duration
 
-
-from deploy_support import DEPLOY, HELM_RENDERS, helm_lint_run, objects
-from k8s_validation import validation_errors
-
-HELM = DEPLOY / "helm"
-CHART = HELM / "pixq"
+from deploy_support import (CHART, HELM, HELM_RENDERS, find, helm_args, helm_template, objects, one,
+                            run_helm)
+from k8s_validation import validate_object, validation_errors
 
 
 def merged_values(*files):
@@ -27,10 +27,25 @@ def merged_values(*files):
     return values
 
 
-VALUE_SETS = {
-    "default": [CHART / "values.yaml"],
-    "prod": [CHART / "values.yaml", HELM / "values-prod.yaml"],
-}
+VALUE_SETS = {name: [CHART / "values.yaml", *files] for name, files in HELM_RENDERS.items()}
+
+
+@pytest.mark.parametrize("name", sorted(HELM_RENDERS))
+def test_helm_lint_strict(name):
+    """helm lint --strict: any warning (or a values.schema.json violation) fails."""
+    proc = run_helm("lint", "--strict", str(CHART), "--namespace", "pixq",
+                    *helm_args(HELM_RENDERS[name]))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"helm lint --strict ({name}) failed:\n{output}"
+    assert "1 chart(s) linted, 0 chart(s) failed" in output, output
+    assert "[WARNING]" not in output and "[ERROR]" not in output, output
+
+
+def test_helm_lint_catches_bad_values():
+    """The lint above can fail: values.schema.json refuses a 2-node NATS and a credential in a URL."""
+    for bad in ("nats.replicas=2", "nats.enabled=false,nats.externalUrl=nats://u:p@nats:4222"):
+        proc = run_helm("lint", "--strict", str(CHART), "--set", bad)
+        assert proc.returncode != 0, f"helm lint accepted --set {bad}"
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
@@ -45,7 +60,11 @@ def test_schema_rejects_bad_values():
     values = merged_values(CHART / "values.yaml")
     for path, bad in ((("worker", "autoscaling", "mode"), "sometimes"),
                       (("nats", "replicas"), 2),
-                      (("config", "NATS_URL"), "nats://elsewhere:4222")):
+                      (("config", "NATS_URL"), "nats://elsewhere:4222"),
+                      (("config", "TENANTS_FILE"), "/tmp/tenants.yaml"),
+                      (("secrets", "natsAuth", "API_PASSWORD"), "1234567890"),
+                      (("secrets", "redisAuth", "PASSWORD"), "has space"),
+                      (("redis", "externalUrl"), "redis://:pw@redis:6379/0")):
         broken = json.loads(json.dumps(values))
         node = broken
         for key in path[:-1]:
@@ -53,6 +72,10 @@ def test_schema_rejects_bad_values():
         node[path[-1]] = bad
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(broken, schema)
+    tls = json.loads(json.dumps(values))
+    tls["nats"]["tls"]["enabled"] = True  # without an issuer
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(tls, schema)
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
@@ -66,14 +89,16 @@ def test_worker_grace_in_chart(name):
 
 
 def test_prod_values_are_production_like():
-    values = merged_values(*VALUE_SETS["prod"])
+    values = merged_values(*VALUE_SETS["helm-prod"])
     assert values["worker"]["autoscaling"]["mode"] == "keda"
     assert values["worker"]["autoscaling"]["minReplicas"] >= 3
     assert values["nats"]["replicas"] == 3 and values["minio"]["replicas"] == 4
     assert values["api"]["ingress"]["tls"], "prod ingress must use TLS"
     assert values["image"]["tag"] not in ("", "latest")
-    assert not values["secrets"]["create"] or all(
-        "CHANGE_ME" not in v for v in values["secrets"]["values"].values())
+    secrets = values["secrets"]
+    assert secrets["create"] is False, "prod values must not carry secrets: use existing Secrets"
+    for key in ("existingSecret", "existingNatsAuthSecret", "existingRedisAuthSecret", "existingTenantsSecret"):
+        assert secrets[key], f"prod values: secrets.{key} must name the Secret created beforehand"
 
 
 def test_chart_templates_hardcode_the_right_jetstream_names():
@@ -81,17 +106,6 @@ def test_chart_templates_hardcode_the_right_jetstream_names():
     text = (CHART / "templates" / "worker.yaml").read_text()
     assert f'stream: "{pixq.names.JOBS_STREAM}"' in text
     assert f'consumer: "{pixq.names.WORKERS_CONSUMER}"' in text
-
-
-def test_helm_lint():
-    """Runs deploy/helm/lint.sh: helm lint with default and prod values, then renders both
-    and validates them with kubernetes-validate. Needs python3.12 (for helm-sdkpy); a
-    missing interpreter fails this test, it is not skipped."""
-    proc = helm_lint_run()
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"deploy/helm/lint.sh failed ({proc.returncode}):\n{output[-4000:]}"
-    assert output.count("0 warning/error message(s)") == 2, output
-    assert output.count("kubernetes-validate 1.30.0 (strict) OK") == 2, output
 
 
 @pytest.mark.parametrize("name", sorted(HELM_RENDERS))
@@ -109,3 +123,44 @@ def test_helm_render_matches_kustomize_kinds():
     helm = inventory(objects("helm-default"))
     kust = inventory(objects("prod"))
     assert helm == kust, f"only in helm: {sorted(helm - kust)}; only in kustomize: {sorted(kust - helm)}"
+
+
+def test_helm_secrets_match_kustomize():
+    """Same Secrets, same keys, whether installed with the chart or with kustomize."""
+    def keys(objs):
+        return {o["metadata"]["name"]: sorted(o["stringData"]) for o in find(objs, "Secret")}
+    assert keys(objects("helm-default")) == keys(objects("prod"))
+    assert not find(objects("helm-prod"), "Secret"), "helm-prod uses existing Secrets only"
+
+
+def test_hpa_mode_scales_on_the_backlog_metric():
+    """worker.autoscaling.mode=hpa: an HPA on pixq_queue_backlog_messages, no ScaledObject."""
+    objs = helm_template((), ("worker.autoscaling.mode=hpa",))
+    assert not find(objs, "ScaledObject")
+    hpa = one(objs, "HorizontalPodAutoscaler", "pixq-worker")
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["external"]["metric"]["name"] == "pixq_queue_backlog_messages"
+    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "20"}
+
+
+def test_tls_needs_an_issuer():
+    proc = run_helm("template", "pixq", str(CHART), "--set", "nats.tls.enabled=true")
+    assert proc.returncode != 0 and "issuerRef" in proc.stderr, proc.stderr
+
+
+def test_external_services_take_credentials_from_secrets():
+    """External NATS and Redis: credentials from mounted Secrets, never inline."""
+    objs = helm_template((), ("nats.enabled=false", "nats.externalUrl=nats://nats.example:4222",
+                              "nats.externalMonitoringEndpoint=nats.example:8222",
+                              "nats.externalCredsSecret=pixq-nats-creds",
+                              "redis.enabled=false", "redis.externalUrlSecret=pixq-redis-url"))
+    for name in ("pixq-api", "pixq-worker"):
+        c = one(objs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["NATS_URL"] == "nats://nats.example:4222"
+        assert env["NATS_CREDS_FILE"] == f"/etc/pixq/nats/{name.removeprefix('pixq-')}.creds"
+        assert env["REDIS_URL_FILE"] == "/etc/pixq/redis/REDIS_URL" and "REDIS_URL" not in env
+    assert not find(objs, "StatefulSet", "pixq-nats") and not find(objs, "StatefulSet", "pixq-redis")
+    assert not find(objs, "Secret", "pixq-nats-auth") and not find(objs, "Secret", "pixq-redis-auth")
+    errors = validation_errors(list(objs))
+    assert not errors, "\n".join(errors)

@@ -1,4 +1,5 @@
-"""Every overlay renders with kubectl kustomize and validates offline."""
+"""Every overlay renders with the pinned kubectl kustomize and validates offline against
+kubernetes-validate and the CRD schemas vendored in deploy/crds."""
 
 import jsonschema
 import kubernetes_validate
@@ -53,3 +54,10 @@ def test_validators_reject_bad_objects():
     rule["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
     with pytest.raises(jsonschema.ValidationError):
         validate_object(rule)
+
+    certificate = find(objects("helm-tls"), "Certificate", "pixq-nats")[0]
+    validate_object(certificate)
+    for field, bad in (("dnsName", ["pixq-nats"]), ("usages", ["server-auth"]), ("duration", "90 days")):
+        broken = {**certificate, "spec": {**certificate["spec"], field: bad}}
+        with pytest.raises(jsonschema.ValidationError):
+            validate_object(broken)

@@ -48,18 +48,32 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
 {{- end -}}
 {{- end -}}
 
+{{/* Secret names: the existing* value, or the chart's own <fullname>-<suffix>. */}}
 {{- define "pixq.secretName" -}}
-{{- if .Values.secrets.existingSecret -}}
-{{- .Values.secrets.existingSecret -}}
-{{- else -}}
-{{- printf "%s-secrets" (include "pixq.fullname" .) -}}
-{{- end -}}
+{{- default (printf "%s-secrets" (include "pixq.fullname" .)) .Values.secrets.existingSecret -}}
 {{- end -}}
 
-{{/* Connection settings: bundled service or external endpoint (one is required). */}}
+{{- define "pixq.natsAuthSecretName" -}}
+{{- default (printf "%s-nats-auth" (include "pixq.fullname" .)) .Values.secrets.existingNatsAuthSecret -}}
+{{- end -}}
+
+{{- define "pixq.redisAuthSecretName" -}}
+{{- default (printf "%s-redis-auth" (include "pixq.fullname" .)) .Values.secrets.existingRedisAuthSecret -}}
+{{- end -}}
+
+{{- define "pixq.tenantsSecretName" -}}
+{{- default (printf "%s-tenants" (include "pixq.fullname" .)) .Values.secrets.existingTenantsSecret -}}
+{{- end -}}
+
+{{- define "pixq.natsTlsSecretName" -}}
+{{- default (printf "%s-nats-tls" (include "pixq.fullname" .)) .Values.nats.tls.secretName -}}
+{{- end -}}
+
+{{/* Connection endpoints without credentials (NOTES.txt); pods get them with credentials
+     from pixq.connectionEnv. One of bundled service or external endpoint is required. */}}
 {{- define "pixq.natsUrl" -}}
 {{- if .Values.nats.enabled -}}
-{{- printf "nats://%s-nats:4222" (include "pixq.fullname" .) -}}
+{{- printf "%s://%s-nats:4222" (ternary "tls" "nats" .Values.nats.tls.enabled) (include "pixq.fullname" .) -}}
 {{- else -}}
 {{- required "nats.externalUrl is required when nats.enabled=false" .Values.nats.externalUrl -}}
 {{- end -}}
@@ -78,9 +92,141 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
 {{- define "pixq.redisUrl" -}}
 {{- if .Values.redis.enabled -}}
 {{- printf "redis://%s-redis:6379/0" (include "pixq.fullname" .) -}}
+{{- else if .Values.redis.externalUrl -}}
+{{- .Values.redis.externalUrl -}}
 {{- else -}}
-{{- required "redis.externalUrl is required when redis.enabled=false" .Values.redis.externalUrl -}}
+{{- printf "(from Secret %s)" (required "redis.externalUrl or redis.externalUrlSecret is required when redis.enabled=false" .Values.redis.externalUrlSecret) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The API's and workers' credentials. Argument: (dict "ctx" $ "component" "api"|"worker").
+     Passwords come from Secrets into $(VAR) references composed into NATS_URL / REDIS_URL
+     (NATS_PASSWORD and REDIS_PASSWORD serve only that); every other secret is a file. */}}
+{{- define "pixq.connectionEnv" -}}
+{{- $ctx := .ctx -}}
+{{- $v := $ctx.Values -}}
+{{- if $v.nats.enabled }}
+- name: NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "pixq.natsAuthSecretName" $ctx }}
+      key: {{ ternary "API_PASSWORD" "WORKER_PASSWORD" (eq .component "api") }}
+- name: NATS_URL
+  value: {{ printf "%s://pixq-%s:$(NATS_PASSWORD)@%s-nats:4222" (ternary "tls" "nats" $v.nats.tls.enabled) .component (include "pixq.fullname" $ctx) | quote }}
+{{- if $v.nats.tls.enabled }}
+- name: NATS_TLS_CA_FILE
+  value: /etc/pixq/nats-tls/ca.crt
+{{- end }}
+{{- else }}
+- name: NATS_URL
+  value: {{ include "pixq.natsUrl" $ctx | quote }}
+{{- if $v.nats.externalCredsSecret }}
+- name: NATS_CREDS_FILE
+  value: {{ printf "/etc/pixq/nats/%s.creds" .component | quote }}
+{{- end }}
+{{- end }}
+{{- if $v.redis.enabled }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "pixq.redisAuthSecretName" $ctx }}
+      key: PASSWORD
+- name: REDIS_URL
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s-redis:6379/0" (include "pixq.fullname" $ctx) | quote }}
+{{- else if $v.redis.externalUrl }}
+- name: REDIS_URL
+  value: {{ $v.redis.externalUrl | quote }}
+{{- else }}
+- name: REDIS_URL_FILE
+  value: /etc/pixq/redis/REDIS_URL
+{{- end }}
+- name: MINIO_ACCESS_KEY_FILE
+  value: /etc/pixq/secrets/MINIO_ACCESS_KEY
+- name: MINIO_SECRET_KEY_FILE
+  value: /etc/pixq/secrets/MINIO_SECRET_KEY
+{{- if eq .component "api" }}
+- name: URL_SIGNING_KEY_FILE
+  value: /etc/pixq/secrets/URL_SIGNING_KEY
+- name: TENANTS_FILE
+  value: /etc/pixq/tenants/tenants.yaml
+{{- end }}
+{{- end -}}
+
+{{/* volumeMounts for pixq.connectionEnv's files. Same argument. */}}
+{{- define "pixq.connectionMounts" -}}
+{{- $v := .ctx.Values -}}
+- name: secrets
+  mountPath: /etc/pixq/secrets
+  readOnly: true
+{{- if eq .component "api" }}
+- name: tenants
+  mountPath: /etc/pixq/tenants
+  readOnly: true
+{{- end }}
+{{- if and $v.nats.enabled $v.nats.tls.enabled }}
+- name: nats-tls
+  mountPath: /etc/pixq/nats-tls
+  readOnly: true
+{{- end }}
+{{- if and (not $v.nats.enabled) $v.nats.externalCredsSecret }}
+- name: nats-creds
+  mountPath: /etc/pixq/nats
+  readOnly: true
+{{- end }}
+{{- if and (not $v.redis.enabled) (not $v.redis.externalUrl) }}
+- name: redis-url
+  mountPath: /etc/pixq/redis
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* volumes for pixq.connectionMounts: each Secret projects only the keys this pod needs,
+     root-owned, readable by the pod's fsGroup (mode 0440). Same argument. */}}
+{{- define "pixq.connectionVolumes" -}}
+{{- $ctx := .ctx -}}
+{{- $v := $ctx.Values -}}
+- name: secrets
+  secret:
+    secretName: {{ include "pixq.secretName" $ctx }}
+    defaultMode: 0440
+    items:
+      - {key: MINIO_ACCESS_KEY, path: MINIO_ACCESS_KEY}
+      - {key: MINIO_SECRET_KEY, path: MINIO_SECRET_KEY}
+      {{- if eq .component "api" }}
+      - {key: URL_SIGNING_KEY, path: URL_SIGNING_KEY}
+      {{- end }}
+{{- if eq .component "api" }}
+- name: tenants
+  secret:
+    secretName: {{ include "pixq.tenantsSecretName" $ctx }}
+    defaultMode: 0440
+    items:
+      - {key: tenants.yaml, path: tenants.yaml}
+{{- end }}
+{{- if and $v.nats.enabled $v.nats.tls.enabled }}
+- name: nats-tls
+  secret:
+    secretName: {{ include "pixq.natsTlsSecretName" $ctx }}
+    defaultMode: 0440
+    items:
+      - {key: ca.crt, path: ca.crt}
+{{- end }}
+{{- if and (not $v.nats.enabled) $v.nats.externalCredsSecret }}
+- name: nats-creds
+  secret:
+    secretName: {{ $v.nats.externalCredsSecret }}
+    defaultMode: 0440
+    items:
+      - {key: {{ printf "%s.creds" .component }}, path: {{ printf "%s.creds" .component }}}
+{{- end }}
+{{- if and (not $v.redis.enabled) (not $v.redis.externalUrl) }}
+- name: redis-url
+  secret:
+    secretName: {{ $v.redis.externalUrlSecret }}
+    defaultMode: 0440
+    items:
+      - {key: REDIS_URL, path: REDIS_URL}
+{{- end }}
 {{- end -}}
 
 {{- define "pixq.storageEndpoint" -}}

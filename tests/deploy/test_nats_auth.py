@@ -1,0 +1,242 @@
+"""The rendered NATS authorization, run by a real nats-server on loopback.
+
+The dev overlay's nats.conf and auth.conf, its Secret's passwords and the API's and
+workers' NATS_URL (composed as the kubelet composes them) go to a real nats-server. pixq's
+own queue and DLQ code then runs as each user, so the permissions are proven sufficient;
+and the forbidden operations are refused, so they are proven narrow. Every render's
+nats.conf is also checked by ``nats-server -t`` (the TLS one with a throwaway certificate).
+"""
+
+import asyncio
+import json
+import subprocess
+import uuid
+
+import nats
+import pytest
+from nats.errors import Error as NatsError
+from nats.js.api import StreamConfig
+
+from pixq import dlq, names, queue
+from pixq.settings import Settings
+
+from deploy_support import RENDERS, container, objects, one, pod_env, which
+from servers import free_port, rewrite, running
+
+SERVER_PATHS = {"store_dir: /data": "store_dir: {tmp}/js",
+                "pid_file: /var/run/nats/nats.pid": "pid_file: {tmp}/nats.pid"}
+EVENTS_STREAM = getattr(names, "EVENTS_STREAM", "PIXQ_EVENTS")
+
+
+def server_files(objs, tmp, listen: str | None = None) -> tuple[str, dict[str, str]]:
+    """Write nats.conf (paths rewritten) and auth.conf into tmp; returns (conf path, env)."""
+    data = one(objs, "ConfigMap", "pixq-nats-config")["data"]
+    replacements = {k: v.format(tmp=tmp) for k, v in SERVER_PATHS.items()}
+    if listen:
+        replacements.update({"listen: 0.0.0.0:4222": f"listen: {listen}", "http: 0.0.0.0:8222": "http: 127.0.0.1:0"})
+    (tmp / "nats.conf").write_text(rewrite(data["nats.conf"], replacements))
+    for name, text in data.items():  # included files: auth.conf, tls.conf
+        if name != "nats.conf":
+            (tmp / name).write_text(text)
+    if any("/etc/nats/tls/" in text for text in data.values()):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "1", "-subj", "/CN=pixq-nats", "-keyout", f"{tmp}/tls.key",
+                        "-out", f"{tmp}/tls.crt"], check=True, capture_output=True)
+        for path in tmp.glob("*.conf"):
+            path.write_text(path.read_text().replace("/etc/nats/tls/", f"{tmp}/"))
+    env = pod_env(objs, container(objs, "StatefulSet", "pixq-nats", "nats")) if objs_have_secrets(objs) else {}
+    env = {k: v for k, v in env.items() if k.endswith("_PASSWORD")}
+    env.setdefault("NATS_API_PASSWORD", "p" + uuid.uuid4().hex)
+    env.setdefault("NATS_WORKER_PASSWORD", "p" + uuid.uuid4().hex)
+    env["SERVER_NAME"] = "pixq-nats-0"
+    return str(tmp / "nats.conf"), env
+
+
+def objs_have_secrets(objs) -> bool:
+    return any(o["kind"] == "Secret" and o["metadata"]["name"] == "pixq-nats-auth" for o in objs)
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_rendered_nats_config_is_valid(render, tmp_path):
+    """nats-server itself accepts every render's nats.conf + auth.conf with the passwords set."""
+    conf, env = server_files(objects(render), tmp_path)
+    proc = subprocess.run([which("nats-server"), "-t", "-c", conf], capture_output=True, text=True,
+                          env=env | {"PATH": "/usr/bin:/bin"}, timeout=30)
+    assert proc.returncode == 0, f"{render}: nats-server -t: {proc.stdout}{proc.stderr}"
+
+
+@pytest.fixture
+def nats_dev(tmp_path):
+    """A nats-server running the dev overlay's configuration; yields (port, client URLs by
+    user, server log)."""
+    objs = objects("dev")
+    port = free_port()
+    conf, env = server_files(objs, tmp_path, listen=f"127.0.0.1:{port}")
+    urls = {}
+    for dep in ("pixq-api", "pixq-worker"):
+        url = pod_env(objs, container(objs, "Deployment", dep))["NATS_URL"]
+        urls[dep] = rewrite(url, {"@pixq-nats:4222": f"@127.0.0.1:{port}"})
+    log = tmp_path / "nats.log"
+    with running([which("nats-server"), "-c", conf], port, log, env=env):
+        yield port, urls, log
+
+
+class Client:
+    """A raw nats-py connection that records the server's asynchronous errors."""
+
+    def __init__(self):
+        self.errors: list[str] = []
+
+    async def connect(self, url: str):
+        async def on_error(exc):
+            self.errors.append(str(exc))
+        self.nc = await nats.connect(url, error_cb=on_error, connect_timeout=2, max_reconnect_attempts=0,
+                                     allow_reconnect=False)
+        self.js = self.nc.jetstream(timeout=0.5)
+        return self
+
+    async def refused(self, coro) -> str:
+        """Run an operation that must be refused; returns the permissions violation."""
+        with pytest.raises((NatsError, asyncio.TimeoutError)):
+            await coro
+        await self.nc.flush()
+        await asyncio.sleep(0.1)
+        assert self.errors, "refused without a permissions violation"
+        error = self.errors.pop()
+        assert "permissions violation" in error.lower(), error
+        return error
+
+
+async def test_pixq_runs_within_its_permissions(nats_dev):
+    """pixq's own code, as each user: topology, submit, pull/ack/nak, advisories, DLQ, status
+    outbox, events; no permissions violation anywhere."""
+    _, urls, log = nats_dev
+    settings = Settings(max_retries=0)
+    worker_nc = await queue.connect(Settings(nats_url=urls["pixq-worker"]), "deploy-test-worker")
+    api_nc = await queue.connect(Settings(nats_url=urls["pixq-api"]), "deploy-test-api")
+    wjs, ajs = worker_nc.jetstream(), api_nc.jetstream()
+    try:
+        await queue.ensure_streams(wjs, settings)
+        await queue.ensure_worker_consumers(wjs, settings)
+        await queue.ensure_streams(ajs, settings)
+        job_id = str(uuid.uuid4())
+
+        await ajs.publish(names.job_subject("resize"), json.dumps({"job_id": job_id}).encode(),
+                          stream=names.JOBS_STREAM)
+        puller = await queue.Puller(wjs, names.JOBS_STREAM, names.WORKERS_CONSUMER).start()
+        (message,) = await puller.fetch(1, 2)
+        await message.in_progress()
+        await message.nak()                  # max_deliver=1: the next pull emits MAX_DELIVERIES
+        assert await puller.fetch(1, 1) == []
+        await puller.check()
+        assert sum(await queue.consumer_backlog(wjs)) == 0
+
+        advisories = await queue.Puller(wjs, names.ADVISORY_STREAM, names.ADVISORY_CONSUMER).start()
+        (advisory,) = await advisories.fetch(1, 5)
+        assert advisory.subject == names.MAX_DELIVERIES_ADVISORY_SUBJECT
+        await advisory.ack()
+        await advisories.check()
+
+        await wjs.publish(names.dlq_subject(job_id), json.dumps({"job_id": job_id, "message": {}}).encode(),
+                          stream=names.DLQ_STREAM)
+        await wjs.publish(names.status_subject(job_id), b"{}", stream=names.STATUS_STREAM)
+        outbox = await queue.Puller(wjs, names.STATUS_STREAM, names.STATUS_CONSUMER).start()
+        (event,) = await outbox.fetch(1, 2)
+        await event.ack()
+        await outbox.check()
+        assert await queue.dlq_size(wjs) == 1
+
+        assert [e["job_id"] for e in await dlq.list_entries(ajs)] == [job_id]
+        assert (await dlq.get_entry(ajs, job_id))["job_id"] == job_id
+        await dlq.purge(ajs, job_id)
+        assert await queue.dlq_size(ajs) == 0
+
+        # Job events: workers write pixq.events.<tenant>.<job_id>, the API reads them.
+        await wjs.add_stream(StreamConfig(name=EVENTS_STREAM, subjects=["pixq.events.>"]))
+        await wjs.publish(f"pixq.events.acme.{job_id}", b'{"status": "completed"}', stream=EVENTS_STREAM)
+        reader = await ajs.pull_subscribe("pixq.events.acme.>", stream=EVENTS_STREAM)
+        (read,) = await reader.fetch(1, timeout=2)
+        assert read.subject == f"pixq.events.acme.{job_id}"
+        assert (await ajs.get_last_msg(EVENTS_STREAM, f"pixq.events.acme.{job_id}")).data == read.data
+        await reader.unsubscribe()
+        for nc in (worker_nc, api_nc):
+            await nc.flush()
+        await asyncio.sleep(0.1)
+        # Acks are fire-and-forget: a refused one would only show in the server's log.
+        violations = [line for line in log.read_text().splitlines() if "Violation" in line]
+        assert not violations, "\n".join(violations)
+    finally:
+        await queue.close(worker_nc)
+        await queue.close(api_nc)
+
+
+async def test_forbidden_operations_are_refused(nats_dev):
+    _, urls, log = nats_dev
+    job_id = str(uuid.uuid4())
+    worker = await Client().connect(urls["pixq-worker"])
+    api = await Client().connect(urls["pixq-api"])
+    try:
+        await queue.ensure_streams(worker.js, Settings())
+        # The API may not forge dead jobs, status updates or events ...
+        for subject in (names.dlq_subject(job_id), names.status_subject(job_id), f"pixq.events.acme.{job_id}"):
+            error = await api.refused(api.js.publish(subject, b"{}", timeout=0.5))
+            assert subject in error
+        # ... nor consume the workers' queue, nor delete streams.
+        await api.refused(api.js.consumer_info(names.JOBS_STREAM, names.WORKERS_CONSUMER))
+        await api.refused(api.js.delete_stream(names.JOBS_STREAM))
+        # Workers may not submit jobs or purge the DLQ.
+        error = await worker.refused(worker.js.publish(names.job_subject("resize"), b"{}", timeout=0.5))
+        assert names.job_subject("resize") in error
+        await worker.refused(worker.js.purge_stream(names.DLQ_STREAM))
+        # Neither may listen beyond its inboxes.
+        await api.nc.subscribe("pixq.>")
+        await api.nc.flush()
+        await asyncio.sleep(0.1)
+        assert any("subscription" in e.lower() and "pixq.>" in e for e in api.errors), api.errors
+        info = await worker.js.stream_info(names.DLQ_STREAM)
+        assert info.state.messages == 0, "a refused publish reached the DLQ"
+        assert (await worker.js.stream_info(names.JOBS_STREAM)).state.messages == 0
+    finally:
+        await worker.nc.close()
+        await api.nc.close()
+
+
+@pytest.mark.parametrize("credentials", ["", "pixq-api:wrong-password@", "pixq-admin:x@"])
+async def test_unauthenticated_clients_are_refused(nats_dev, credentials):
+    port, _, _ = nats_dev
+    errors = []
+
+    async def on_error(exc):
+        errors.append(str(exc))
+    with pytest.raises(NatsError):
+        nc = await nats.connect(f"nats://{credentials}127.0.0.1:{port}", connect_timeout=2, error_cb=on_error,
+                                max_reconnect_attempts=0, allow_reconnect=False)
+        await nc.close()
+    assert any("authorization violation" in e.lower() for e in errors), errors
+
+
+async def test_tls_component_serves_pixq_over_tls(tmp_path):
+    """The nats-tls component's tls.conf (with the dev server config) and its client settings
+    (tls:// URL, NATS_TLS_CA_FILE) connect pixq over verified TLS; without that CA it fails."""
+    dev, tls = objects("dev"), objects("prod-tls")
+    port = free_port()
+    conf, env = server_files(dev, tmp_path, listen=f"127.0.0.1:{port}")
+    tls_conf = one(tls, "ConfigMap", "pixq-nats-config")["data"]["tls.conf"]
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "1", "-subj", "/CN=pixq-nats", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", f"{tmp_path}/tls.key", "-out", f"{tmp_path}/tls.crt"], check=True, capture_output=True)
+    (tmp_path / "tls.conf").write_text(rewrite(tls_conf, {"/etc/nats/tls/": f"{tmp_path}/"}))
+    api_env = pod_env(tls, container(tls, "Deployment", "pixq-api"))
+    url = api_env["NATS_URL"].replace("CHANGE_ME_NATS_API", env["NATS_API_PASSWORD"])
+    url = rewrite(url, {"@pixq-nats:4222": f"@localhost:{port}"})
+    assert url.startswith("tls://") and api_env["NATS_TLS_CA_FILE"] == "/etc/pixq/nats-tls/ca.crt"
+    with running([which("nats-server"), "-c", conf], port, tmp_path / "nats.log", env=env):
+        nc = await queue.connect(Settings(nats_url=url, nats_tls_ca_file=str(tmp_path / "tls.crt")),
+                                 "deploy-test-tls", attempts=1)
+        try:
+            assert nc.is_connected
+            await nc.flush()
+        finally:
+            await queue.close(nc)
+        with pytest.raises(NatsError):
+            await queue.connect(Settings(nats_url=url.replace("tls://", "nats://")), "plain", attempts=1)

@@ -1,0 +1,258 @@
+"""Credentials policy on every render (kustomize overlays and Helm renders): NATS and Redis
+require authentication with passwords from Secrets, each pixq component has its own NATS
+user with only the subjects it needs, secrets are files or secretKeyRefs (never in a
+ConfigMap), and API keys come from TENANTS_FILE mounted from a Secret."""
+
+import re
+
+import pytest
+import yaml
+
+import pixq.names as names
+
+from deploy_support import CHART, RENDERS, container, containers, find, objects, one, workloads
+from k8s_validation import validate_object
+from nats_conf import allowed, users
+
+PIXQ = ("pixq-api", "pixq-worker")
+PASSWORD_CHARS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+def _env(c) -> dict[str, dict]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def _secret_ref(item: dict) -> tuple[str, str]:
+    ref = item["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def _nats_files(objs) -> dict[str, str]:
+    return one(objs, "ConfigMap", "pixq-nats-config")["data"]
+
+
+def test_nats_requires_auth(rendered):
+    conf = _nats_files(rendered)
+    assert 'include "auth.conf"' in conf["nats.conf"], "nats.conf must include auth.conf"
+    auth = conf["auth.conf"]
+    assert "authorization {" in auth and "no_auth_user" not in auth
+    found = users(auth)
+    assert set(found) == {"pixq-api", "pixq-worker"}, found
+    env = _env(container(rendered, "StatefulSet", "pixq-nats", "nats"))
+    secrets = set()
+    for user, spec in found.items():
+        password = spec["password"]
+        assert password and password.startswith("$"), f"{user}: password must come from the environment"
+        item = env.get(password[1:])
+        assert item and "secretKeyRef" in item.get("valueFrom", {}), f"{user}: {password} not from a Secret"
+        secrets.add(_secret_ref(item)[0])
+    assert len(secrets) == 1, f"NATS passwords from several Secrets: {secrets}"
+
+
+def test_auth_conf_is_the_same_everywhere():
+    """One permission set: the chart's files/nats-auth.conf is what every render ships."""
+    canonical = (CHART / "files" / "nats-auth.conf").read_text()
+    for render in RENDERS:
+        assert _nats_files(objects(render))["auth.conf"].strip() == canonical.strip(), \
+            f"{render}: auth.conf differs from deploy/helm/pixq/files/nats-auth.conf"
+
+
+def test_nats_users_get_only_their_subjects(rendered):
+    found = users(_nats_files(rendered)["auth.conf"])
+    api, worker = found["pixq-api"], found["pixq-worker"]
+    job_id = "0b7e2c3a-1d2e-4f50-8a9b-0c1d2e3f4a5b"
+    for spec in (api, worker):
+        assert spec["subscribe"] == ["_INBOX.>"], "replies, acks and pulled messages arrive on inboxes only"
+        assert ">" not in spec["publish"] and "$JS.API.>" not in spec["publish"]
+        for stream in (names.JOBS_STREAM, names.DLQ_STREAM, names.ADVISORY_STREAM, names.STATUS_STREAM):
+            assert allowed(spec["publish"], f"$JS.API.STREAM.CREATE.{stream}")
+            assert not allowed(spec["publish"], f"$JS.API.STREAM.DELETE.{stream}")
+        assert not allowed(spec["publish"], "$JS.API.STREAM.CREATE.OTHER_APP")
+    # The API submits jobs and administers the DLQ; it never writes the workers' subjects.
+    assert allowed(api["publish"], names.job_subject("resize"))
+    assert allowed(api["publish"], f"$JS.API.STREAM.PURGE.{names.DLQ_STREAM}")
+    for subject in (f"pixq.dlq.{job_id}", f"pixq.status.{job_id}", f"pixq.events.acme.{job_id}",
+                    f"$JS.ACK.{names.JOBS_STREAM}.{names.WORKERS_CONSUMER}.1.1.1.1.0",
+                    f"$JS.API.CONSUMER.DURABLE.CREATE.{names.JOBS_STREAM}.{names.WORKERS_CONSUMER}"):
+        assert not allowed(api["publish"], subject), f"pixq-api may publish {subject}"
+    # Workers consume jobs and write DLQ, status and events; they never submit or purge.
+    for subject in (f"pixq.dlq.{job_id}", f"pixq.status.{job_id}", f"pixq.events.acme.{job_id}",
+                    f"$JS.ACK.{names.JOBS_STREAM}.{names.WORKERS_CONSUMER}.1.1.1.1.0",
+                    f"$JS.API.CONSUMER.MSG.NEXT.{names.JOBS_STREAM}.{names.WORKERS_CONSUMER}"):
+        assert allowed(worker["publish"], subject), f"pixq-worker may not publish {subject}"
+    for subject in (names.job_subject("resize"), f"$JS.API.STREAM.PURGE.{names.DLQ_STREAM}"):
+        assert not allowed(worker["publish"], subject), f"pixq-worker may publish {subject}"
+
+
+def test_each_client_uses_its_own_nats_user(rendered):
+    server = _env(container(rendered, "StatefulSet", "pixq-nats", "nats"))
+    passwords = {name: _secret_ref(item) for name, item in server.items() if name.endswith("_PASSWORD")}
+    for dep, key in (("pixq-api", "API_PASSWORD"), ("pixq-worker", "WORKER_PASSWORD")):
+        env = _env(container(rendered, "Deployment", dep))
+        url = env["NATS_URL"]["value"]
+        assert re.fullmatch(rf"(nats|tls)://{dep}:\$\(NATS_PASSWORD\)@pixq-nats:4222", url), f"{dep}: {url}"
+        ref = _secret_ref(env["NATS_PASSWORD"])
+        assert ref[1] == key, f"{dep} reads {ref}, must read only its own password {key}"
+        assert ref in passwords.values(), f"{dep}: {ref} is not a password the NATS server knows"
+
+
+def test_redis_requires_a_password_from_a_secret(rendered):
+    redis = container(rendered, "StatefulSet", "pixq-redis", "redis")
+    assert redis["args"] == ["--requirepass", "$(REDIS_PASSWORD)"], redis.get("args")
+    env = _env(redis)
+    ref = _secret_ref(env["REDIS_PASSWORD"])
+    assert _secret_ref(env["REDISCLI_AUTH"]) == ref, "probes must authenticate with the same password"
+    assert "PONG" in " ".join(redis["readinessProbe"]["exec"]["command"]), \
+        "redis-cli exits 0 on NOAUTH: readiness must look for PONG"
+    conf = one(rendered, "ConfigMap", "pixq-redis-config")["data"]["redis.conf"]
+    assert not re.search(r"^\s*requirepass", conf, re.M) and "protected-mode yes" in conf
+    for dep in PIXQ:
+        client = _env(container(rendered, "Deployment", dep))
+        assert client["REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@pixq-redis:6379/0"
+        assert _secret_ref(client["REDIS_PASSWORD"]) == ref
+
+
+SECRETISH_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|_KEYS?$|CREDENTIAL", re.I)
+URL_WITH_PASSWORD = re.compile(r"[a-z]+://[^/\s:@]*:[^@\s$]+@")
+
+
+def test_no_plaintext_secret_in_configmaps(rendered):
+    values = {v for s in find(rendered, "Secret") for v in s.get("stringData", {}).values() if len(v) >= 6}
+    for cm in find(rendered, "ConfigMap"):
+        name = cm["metadata"]["name"]
+        for key, text in cm.get("data", {}).items():
+            assert not SECRETISH_KEY.search(key), f"ConfigMap {name}: key {key} looks like a secret"
+            assert "CHANGE_ME" not in text, f"ConfigMap {name}.{key}: a secret placeholder in a ConfigMap"
+            assert not URL_WITH_PASSWORD.search(text), f"ConfigMap {name}.{key}: a URL with a password"
+            assert not re.search(r"^\s*requirepass\s", text, re.M), f"ConfigMap {name}.{key}: requirepass"
+            for match in re.finditer(r"\b(password|pass|token)\s*[:=]\s*(\S+)", text):
+                assert match.group(2).startswith("$"), f"ConfigMap {name}.{key}: literal {match.group(0)}"
+            for value in values:
+                assert value not in text, f"ConfigMap {name}.{key} contains a Secret's value"
+
+
+def test_secrets_are_files_or_secret_refs(rendered):
+    """Every *_FILE points into a read-only Secret mount that projects that file; mounts are
+    group-readable only (the pods' fsGroup) and each pod gets only the keys it uses."""
+    for dep in PIXQ:
+        pod = one(rendered, "Deployment", dep)["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+        projected = set()
+        for name, item in _env(c).items():
+            if not name.endswith("_FILE"):
+                continue
+            directory, _, filename = item["value"].rpartition("/")
+            assert directory in mounts, f"{dep}: {name}={item['value']} is not under a mount"
+            assert mounts[directory].get("readOnly") is True, f"{dep}: {directory} must be read-only"
+            secret = volumes[mounts[directory]["name"]].get("secret")
+            assert secret, f"{dep}: {name} must come from a Secret volume"
+            assert secret.get("defaultMode") == 0o440, f"{dep}: {directory} defaultMode {secret.get('defaultMode')}"
+            assert filename in {i["path"] for i in secret["items"]}, f"{dep}: {filename} not projected"
+            projected.add(filename)
+        for forbidden in ("API_KEYS", "ADMIN_API_KEYS"):
+            assert forbidden not in _env(c) and f"{forbidden}_FILE" not in _env(c), f"{dep}: {forbidden}"
+        if dep == "pixq-worker":
+            assert not {"URL_SIGNING_KEY", "tenants.yaml"} & projected, "workers need no signing key or API keys"
+        else:
+            assert {"MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "URL_SIGNING_KEY", "tenants.yaml"} <= projected
+
+
+def test_tenants_file_from_a_secret(rendered, overlay):
+    api = one(rendered, "Deployment", "pixq-api")["spec"]["template"]["spec"]
+    env = _env(api["containers"][0])
+    assert env["TENANTS_FILE"]["value"] == "/etc/pixq/tenants/tenants.yaml"
+    (mount,) = [m for m in api["containers"][0]["volumeMounts"] if m["mountPath"] == "/etc/pixq/tenants"]
+    (volume,) = [v for v in api["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["items"] == [{"key": "tenants.yaml", "path": "tenants.yaml"}]
+    secret = find(rendered, "Secret", volume["secret"]["secretName"])
+    if overlay == "helm-prod":
+        assert not secret, "helm-prod uses an existing tenants Secret"
+        return
+    from pixq.tenants import parse_tenants_file
+    text = secret[0]["stringData"]["tenants.yaml"]
+    doc = yaml.safe_load(text)
+    assert {t["role"] for t in doc["tenants"]} == {"user", "admin"}
+    for tenant in doc["tenants"]:
+        assert set(tenant) <= {"name", "role", "keys", "settings"} and tenant["keys"]
+    if overlay == "dev":
+        parse_tenants_file(text)
+    else:
+        assert all(k == "sha256:CHANGE_ME" for t in doc["tenants"] for k in t["keys"])
+
+
+def test_dev_passwords_are_safe_in_urls_and_nats_conf():
+    """NATS's config parser reads an unquoted $VAR value as a number, boolean or size when it
+    looks like one; URLs need no escaping. The documented password alphabet avoids both."""
+    objs = objects("dev")
+    for name in ("pixq-nats-auth", "pixq-redis-auth"):
+        for key, value in one(objs, "Secret", name)["stringData"].items():
+            assert PASSWORD_CHARS.match(value), f"{name}.{key}: {value!r}"
+
+
+def test_ingress_exposes_only_the_api_and_downloads(rendered):
+    """/health/* and /metrics answer without a key: they must not be reachable from outside."""
+    ingress = one(rendered, "Ingress", "pixq-api")
+    paths = [(p["path"], p["pathType"]) for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert paths == [("/api/v1", "Prefix"), ("/files", "Prefix")], paths
+
+
+@pytest.mark.parametrize("render", ["helm-tls", "prod-tls"])
+def test_nats_tls(render):
+    """Helm nats.tls.enabled / kustomize components/nats-tls: a cert-manager Certificate for the
+    NATS Services, mounted by NATS, whose CA (only) the clients trust over tls://."""
+    objs = objects(render)
+    cert = one(objs, "Certificate", "pixq-nats")
+    validate_object(cert)
+    spec = cert["spec"]
+    assert spec["issuerRef"] == {"name": "pixq-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    assert "pixq-nats" in spec["dnsNames"], "clients connect to the pixq-nats Service"
+    assert "server auth" in spec["usages"]
+    sts = one(objs, "StatefulSet", "pixq-nats")["spec"]["template"]["spec"]
+    secret_volumes = {v["name"]: v["secret"]["secretName"] for v in sts["volumes"] if "secret" in v}
+    mounts = {m["mountPath"]: m["name"] for m in sts["containers"][0]["volumeMounts"]}
+    assert secret_volumes[mounts["/etc/nats/tls"]] == spec["secretName"]
+    conf = "\n".join(one(objs, "ConfigMap", "pixq-nats-config")["data"].values())
+    assert "cert_file: /etc/nats/tls/tls.crt" in conf and "key_file: /etc/nats/tls/tls.key" in conf
+    assert "no_advertise: true" in conf, "with TLS, clients must not be sent to pod IPs"
+    for name in ("pixq-api", "pixq-worker"):
+        dep = one(objs, "Deployment", name)["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in dep["containers"][0]["env"]}
+        assert env["NATS_URL"].startswith("tls://"), f"{name}: NATS_URL {env['NATS_URL']}"
+        ca = env["NATS_TLS_CA_FILE"]
+        volumes = {v["name"]: v for v in dep["volumes"]}
+        (mount,) = [m for m in dep["containers"][0]["volumeMounts"] if ca.startswith(m["mountPath"] + "/")]
+        assert volumes[mount["name"]]["secret"]["secretName"] == spec["secretName"]
+        assert volumes[mount["name"]]["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}], \
+            "clients get the CA only, never the server key"
+
+
+def test_nats_tls_is_the_same_with_helm_and_kustomize():
+    certs = [one(objects(render), "Certificate", "pixq-nats")["spec"] for render in ("helm-tls", "prod-tls")]
+    assert certs[0] == certs[1]
+
+
+def test_no_tls_without_asking(rendered, overlay):
+    if overlay.endswith("-tls"):
+        return
+    assert not find(rendered, "Certificate")
+    for dep in PIXQ:
+        assert _env(container(rendered, "Deployment", dep))["NATS_URL"]["value"].startswith("nats://")
+
+
+def test_env_references_are_defined_before_use(rendered):
+    """$(VAR) expands only variables defined earlier in the container's env (or its envFrom):
+    a NATS_URL listed before its NATS_PASSWORD would reach pixq with a literal $(NATS_PASSWORD)."""
+    for w in workloads(rendered):
+        for c in containers(w):
+            defined = set()
+            for source in c.get("envFrom", []):
+                defined |= set(one(rendered, "ConfigMap", source["configMapRef"]["name"])["data"])
+            for item in c.get("env", []):
+                for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", str(item.get("value", ""))):
+                    assert ref in defined, f"{w['metadata']['name']}/{c['name']}: {item['name']} uses $({ref}) before it is defined"
+                defined.add(item["name"])
+            for arg in c.get("args", []) + c.get("command", []):
+                for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", arg):
+                    assert ref in defined, f"{w['metadata']['name']}/{c['name']}: argument uses undefined $({ref})"
