@@ -43,6 +43,22 @@ def s3_endpoint() -> str:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A private CA with server and client certificates for 127.0.0.1 (TLS tests)."""
+    from tests.tls import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def other_pki(tmp_path_factory):
+    """A second CA: its certificates must not be trusted by a client of the first."""
+    from tests.tls import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("other-pki"), name="intruder")
+
+
 @pytest.fixture(params=["local", "minio"])
 def storage_type(request) -> str:
     return request.param

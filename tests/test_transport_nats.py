@@ -20,20 +20,9 @@ from pixq.transport import NatsPlaintextRefused, nats_connect_options, split_nat
 from tests.conftest import running_api, running_worker
 from tests.helpers import form, make_image, wait_for_status
 from tests.servers import free_port
-from tests.tls import Pki, make_pki, nats_server_conf, nats_tls_block, new_nkey, operator_setup
+from tests.tls import nats_server_conf, nats_tls_block, new_nkey, operator_setup
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def other_pki(tmp_path_factory) -> Pki:
-    """A second CA: its certificates must not be trusted by a client of the first."""
-    return make_pki(tmp_path_factory.mktemp("other-pki"), name="intruder")
 
 
 def settings_for(nats_url: str, redis_port: int, tmp: Path, **overrides) -> Settings:

@@ -10,23 +10,13 @@ from pixq.settings import Settings, load_settings
 from pixq.status import StatusStore
 from tests.conftest import running_api, running_worker
 from tests.helpers import form, make_image, wait_for_status
-from tests.tls import Pki, make_pki, redis_server_conf
+from tests.tls import redis_server_conf
 
 pytestmark = pytest.mark.timeout(60)
 
 # Least privilege for pixq: its own keys, no pub/sub channels, no administrative commands.
 PIXQ_ACL = "user pixq on >s3cr@t/pw ~pixq:* resetchannels +@all -@dangerous"
 DEFAULT_OFF = "user default off"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def other_pki(tmp_path_factory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("other-pki"), name="intruder")
 
 
 async def works(redis_url: str, **settings) -> bool:

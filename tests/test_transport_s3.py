@@ -19,22 +19,12 @@ from pixq.settings import Settings, load_settings
 from pixq.storage import S3Storage
 from tests.conftest import running_api, running_worker
 from tests.helpers import form, make_image, wait_for_status
-from tests.tls import (Pki, TlsProxy, make_pki, nats_server_conf, nats_tls_block, operator_setup, redis_server_conf,
+from tests.tls import (Pki, TlsProxy, nats_server_conf, nats_tls_block, operator_setup, redis_server_conf,
                        server_ssl_context)
 
 pytestmark = pytest.mark.timeout(60)
 
 KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/pixq-test-key"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def other_pki(tmp_path_factory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("other-pki"), name="intruder")
 
 
 @pytest.fixture
