@@ -15,7 +15,7 @@ from pixq.deps import Dependencies
 from pixq.limits import Limits
 from pixq.settings import Settings, fail_config
 from pixq.tenants import TenantDirectory, load_directory
-from api.metrics import JOBS_SUBMITTED
+from api.metrics import seed_series
 from pixq.jobs import JobType
 
 log = structlog.get_logger("pixq.api")
@@ -45,9 +45,6 @@ def _check_open_mode(settings: Settings, tenants: TenantDirectory) -> None:
 def create_app(settings: Settings) -> web.Application:
     tenants = load_directory(settings)
     _check_open_mode(settings, tenants)
-    for tenant in tenants.names():
-        for job_type in JobType:
-            JOBS_SUBMITTED.labels(job_type.value, tenant)  # series exist at 0 from the first scrape
     app = web.Application(middlewares=[observe, authenticate], client_max_size=1024 * 1024)
     app[IN_FLIGHT] = InFlight()
 
@@ -62,4 +59,5 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(dependencies)
     setup_routes(app)
+    seed_series(app, tenants.names(), [job_type.value for job_type in JobType])
     return app

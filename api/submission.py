@@ -16,8 +16,8 @@ from api.metrics import JOBS_SUBMITTED
 from api.uploads import SubmitRequest
 from pixq import names
 from pixq.errors import ErrorCode, PixqError
-from pixq.jobs import JobInput, JobMessage, JobMetadata, JobType
-from pixq.queue import publish_job
+from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType
+from pixq.queue import PublishUnconfirmed, publish_job
 from pixq.sniff import check_spec_fits, sniff
 from pixq.spec import PipelineSpec, to_pipeline
 from pixq.tenants import Tenant
@@ -97,7 +97,13 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
         message = JobMessage(job_id=job_id, type=job_type, tenant=tenant.name, spec=spec,
                              input=JobInput(storage_key=storage_key),
                              metadata=JobMetadata(created_at=record["created_at"], request_id=request_id))
-        await publish_job(ctx.deps.js, message)
+        try:
+            await publish_job(ctx.deps.js, message)
+        except PublishUnconfirmed:
+            if await _leave_unconfirmed(ctx, job_id):
+                created = False  # keep that terminal status: it is what stops a late message
+                raise
+            job_log.info("publish_confirmed_by_worker")  # a worker already has it: it did land
     except _LostRace as race:
         if uploaded_key:
             await ctx.deps.storage.delete(uploaded_key)
@@ -115,6 +121,18 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
     JOBS_SUBMITTED.labels(job_type.value, tenant.name).inc()
     job_log.info("job_accepted", type=job_type.value, storage_key=storage_key)
     return Accepted(job_id, replayed=False)
+
+
+async def _leave_unconfirmed(ctx: ApiContext, job_id: str) -> bool:
+    """The publish may have landed (or may still, from the client's buffer after a reconnect):
+    mark the job failed rather than deleting it, so a worker receiving it skips it unrun.
+    False when a worker's status is already ahead: the message did land, the job is running."""
+    try:
+        return await ctx.deps.status.advance(
+            job_id, 0, 0, JobStatus.FAILED, error_code=ErrorCode.QUEUE_UNAVAILABLE.value,
+            error="not accepted: the queue did not confirm the submit (the client got 503)")
+    except PixqError:
+        return True  # Redis down as well: nothing can stop a late message (docs/reliability.md)
 
 
 class _LostRace(Exception):

@@ -23,13 +23,17 @@ class Dependencies:
 
     @classmethod
     async def open(cls, settings: Settings, client_name: str) -> "Dependencies":
-        """Storage ready (bucket or directory), Redis client, NATS connected, streams and consumers in place."""
+        """Storage ready (bucket or directory), Redis client, NATS connected, streams in place.
+
+        Consumers are not touched here: they belong to the workers
+        (pixq.queue.ensure_worker_consumers, called by worker.main), so an API process never
+        imposes its own MAX_RETRIES or ACK_WAIT on them."""
         storage = make_storage(settings)
         await storage.ensure_ready()
-        status = StatusStore.from_url(settings.redis_url)
+        status = StatusStore.from_settings(settings)
         nc = await queue.connect(settings, name=client_name)
         js = nc.jetstream()
-        await queue.ensure_topology(js, settings)
+        await queue.ensure_streams(js, settings)
         return cls(storage=storage, status=status, nc=nc, js=js)
 
     async def check(self) -> dict[str, bool]:

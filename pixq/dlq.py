@@ -95,7 +95,7 @@ async def replay(js: JetStreamContext, status: StatusStore, job_id: str) -> dict
     record = await status.get(job_id)
     generation = max(job.metadata.generation, record["generation"] if record else 0) + 1
     replayed = job.model_copy(update={"metadata": job.metadata.model_copy(
-        update={"generation": generation, "retry_count": 0})})
+        update={"generation": generation})})
     await publish_job(js, replayed)
     # After the publish: a worker may already be ahead, which restart() then leaves alone.
     await status.restart(job_id, generation, job.type.value, job.tenant, job.metadata.created_at,

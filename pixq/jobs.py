@@ -1,22 +1,32 @@
 """The job contract: what the API publishes, what a worker consumes, what a status shows.
 
-The JetStream message follows the design's format::
+One JetStream message = one job::
 
-    {"job_id", "type", "tenant", "parameters", "input": {"storage_key"},
-     "metadata": {"created_at", "retry_count", "request_id", "generation"}}
+    {"job_id", "type", "tenant", "spec": {"steps": [...], "variants": [...]},
+     "input": {"storage_key"}, "metadata": {"created_at", "request_id", "generation"}}
+
+``spec`` is the normalised, typed PipelineSpec the API compiled from the request
+(pixq.spec.to_pipeline: resize and crop become one-variant pipelines, aliases and defaults
+resolved). The worker validates that typed spec and runs it; it never parses request
+parameters. A message published before this contract (raw ``parameters``, still in
+PIXQ_JOBS or replayed from the DLQ) is compiled once on reading, the same way.
 
 ``tenant`` names the tenant that submitted the job (pixq.tenants); the worker writes its
 outputs under that tenant's prefix and names it on every log line.
 
 ``generation`` counts DLQ replays: a replay keeps the job_id and gives a fresh retry
-budget, and the status store orders updates by (generation, attempt, phase).
+budget, and the status store orders updates by (generation, attempt, phase). Attempts are
+JetStream's delivery count, not a message field: a retried job is redelivered unchanged.
 """
 
 from datetime import datetime, timezone
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pixq.errors import PixqError
+from pixq.spec import PipelineSpec, to_pipeline
 
 
 JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -67,8 +77,10 @@ class JobInput(BaseModel):
 
 
 class JobMetadata(BaseModel):
+    """Older messages also carry ``retry_count`` (always 0: retries never rewrite a message);
+    it is ignored on reading and no longer written."""
+
     created_at: str
-    retry_count: int = 0
     request_id: str = ""
     generation: int = 0
 
@@ -81,9 +93,23 @@ class JobMessage(BaseModel):
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     type: JobType
     tenant: str = Field("default", pattern=TENANT_PATTERN)
-    parameters: dict[str, Any]
+    spec: PipelineSpec
     input: JobInput
     metadata: JobMetadata
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compile_legacy_parameters(cls, data: Any) -> Any:
+        """A message from before the typed spec carries the request's raw ``parameters``:
+        compile them once, exactly as the API did at submit."""
+        if isinstance(data, dict) and "spec" not in data and isinstance(data.get("parameters"), dict):
+            data = dict(data)
+            parameters = data.pop("parameters")
+            try:
+                data["spec"] = to_pipeline(JobType(data.get("type")), parameters)
+            except (PixqError, ValueError) as exc:
+                raise ValueError(f"legacy parameters: {getattr(exc, 'message', exc)}") from None
+        return data
 
 
 class OutputInfo(BaseModel):

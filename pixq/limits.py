@@ -2,13 +2,14 @@
 
 from dataclasses import dataclass
 
+from pixq import formats
 from pixq.settings import Settings
 
-TRUSTED_INPUT_FORMATS = frozenset({"jpeg", "png", "webp", "gif", "tiff", "avif", "heif"})
-"""Input formats decoded by default. SVG, PDF and the like run large parsers on untrusted
-input and are accepted only with ENABLE_UNTRUSTED_LOADERS=true."""
-UNTRUSTED_INPUT_FORMATS = frozenset({"svg", "pdf"})
-ANIMATED_FORMATS = frozenset({"gif", "webp", "avif", "heif"})
+TRUSTED_INPUT_FORMATS = formats.TRUSTED_INPUT
+"""Input formats decoded by default (pixq.formats). SVG, PDF and the like run large parsers on
+untrusted input and are accepted only with ENABLE_UNTRUSTED_LOADERS=true."""
+UNTRUSTED_INPUT_FORMATS = formats.UNTRUSTED_INPUT
+ANIMATED_FORMATS = formats.ANIMATED
 """Formats whose frame count is held to MAX_ANIMATION_FRAMES (pixq renders the first frame
 only, but a header that declares thousands of frames is refused before it is scanned)."""
 

@@ -1,23 +1,27 @@
-"""NATS JetStream: connection, idempotent stream/consumer setup, publishing jobs.
+"""NATS JetStream: connection, idempotent stream/consumer setup, publishing jobs, pulling.
 
 Settings of every stream and consumer live here (names in pixq.names); docs/queue.md
-describes them. Whichever process starts first creates them; later ones find them.
+describes them. Streams are created (or updated) by whichever process starts first, API or
+worker. The consumers belong to the workers: only a worker creates them, and a worker that
+starts with other MAX_RETRIES / ACK_WAIT brings ``pixq-workers`` to its settings.
 """
 
 import asyncio
+import ssl
+import time
 
-import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import (AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy,
+from nats.js.api import (AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, DiscardPolicy, PubAck,
                          RetentionPolicy, StorageType, StreamConfig)
-from nats.js.errors import BadRequestError
+from nats.js.errors import (APIError, BadRequestError, NoStreamResponseError, NotFoundError,
+                            ServiceUnavailableError)
 
-from pixq import names
+from pixq import names, transport
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobMessage
 from pixq.settings import Settings
@@ -30,6 +34,10 @@ JOB_MAX_AGE_SECONDS = 7 * 86400.0
 DLQ_MAX_AGE_SECONDS = 30 * 86400.0
 MAX_ACK_PENDING = 10_000
 PUBLISH_TIMEOUT_SECONDS = 5.0
+"""How long one publish waits for JetStream's ack."""
+PUBLISH_CONFIRM_SECONDS = 10.0
+"""After a publish got no ack, how long the same message (same Nats-Msg-Id) is sent again to
+learn whether the first one landed; JetStream's duplicate window (120 s) covers it."""
 
 
 def jobs_stream_config(replicas: int = 1) -> StreamConfig:
@@ -82,7 +90,20 @@ def status_consumer_config() -> ConsumerConfig:
 
 
 async def connect(settings: Settings, name: str, attempts: int = 30) -> NATS:
-    """Connect, retrying the first connection (a pod may start before NATS); reconnect forever after."""
+    """Connect, retrying the first connection (a pod may start before NATS); reconnect forever after.
+
+    Credentials and TLS come from pixq.transport. Two nats-py behaviours are worked around:
+    it applies max_reconnect_attempts to the first connection as well, and with -1 it would
+    retry a refused first connection (wrong credentials, untrusted certificate) forever
+    without returning; and after a failed TLS handshake on a first connection it waits
+    forever for the abandoned plain socket to close. So each attempt here tries every
+    server twice, is stopped at a TLS failure, logs the server's or the socket's reason,
+    and after ``attempts`` the error reaches the caller (the process exits and says why).
+    Only a connected client is switched to reconnecting forever.
+    """
+    errors: list[str] = []
+    """What went wrong during the current attempt, as the server or the socket said it."""
+    tls_failed = asyncio.Event()
 
     async def on_disconnect() -> None:
         log.warning("nats_disconnected")
@@ -91,20 +112,44 @@ async def connect(settings: Settings, name: str, attempts: int = 30) -> NATS:
         log.info("nats_reconnected")
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats_error", error=str(exc))
+        errors.append(str(exc) or type(exc).__name__)
+        log.warning("nats_error", error=errors[-1])
+        if isinstance(exc, ssl.SSLError):
+            tls_failed.set()
 
-    servers = [url.strip() for url in settings.nats_url.split(",")]
     for attempt in range(1, attempts + 1):
+        nc = NATS()
+        options = transport.nats_connect_options(settings, lambda nc=nc: transport.nats_connection_is_tls(nc))
+        tls_failed.clear()
+        connecting = asyncio.ensure_future(
+            nc.connect(**options, name=name, connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.2,
+                       disconnected_cb=on_disconnect, reconnected_cb=on_reconnect, error_cb=on_error))
+        stopped = asyncio.ensure_future(tls_failed.wait())
         try:
-            return await nats.connect(servers=servers, name=name, connect_timeout=2,
-                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                      disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
-                                      error_cb=on_error)
+            await asyncio.wait({connecting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not connecting.done():
+                connecting.cancel()
+                await asyncio.gather(connecting, return_exceptions=True)
+                raise NatsError("TLS handshake failed")
+            connecting.result()
         except (NatsError, OSError, asyncio.TimeoutError) as exc:
-            log.warning("nats_connect_failed", attempt=attempt, error=str(exc) or type(exc).__name__)
+            cause = "; ".join(dict.fromkeys(errors)) or str(exc) or type(exc).__name__
+            log.warning("nats_connect_failed", attempt=attempt, error=cause)
+            try:
+                await asyncio.wait_for(nc.close(), 1)
+            except (NatsError, OSError, asyncio.TimeoutError):
+                pass
             if attempt == attempts:
-                raise
+                raise NatsError(f"cannot connect to NATS: {cause}") from exc
+            errors.clear()
             await asyncio.sleep(min(2.0, 0.2 * attempt))
+            continue
+        finally:
+            stopped.cancel()
+            connecting.cancel()
+        nc.options["max_reconnect_attempts"] = -1
+        nc.options["reconnect_time_wait"] = 0.5
+        return nc
     raise RuntimeError("unreachable")
 
 
@@ -130,19 +175,62 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.update_stream(config)
 
 
-async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
-    """Create (or update) every stream and consumer; safe to run from many processes at once."""
+async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
+    """Create (or update) every stream; API and workers both call it, safe from many processes at once."""
     replicas = settings.nats_stream_replicas
     for config in (jobs_stream_config(replicas), dlq_stream_config(replicas), advisory_stream_config(replicas),
                    status_stream_config(replicas)):
         await _ensure_stream(js, config)
-    for stream, consumer in ((names.JOBS_STREAM, workers_consumer_config(settings)),
-                             (names.ADVISORY_STREAM, advisory_consumer_config()),
-                             (names.STATUS_STREAM, status_consumer_config())):
-        try:
-            await js.add_consumer(stream, consumer)
-        except BadRequestError as exc:
-            log.warning("consumer_config_kept", consumer=consumer.durable_name, error=str(exc))
+
+
+async def _ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> ConsumerInfo:
+    """Create the durable consumer, or bring an existing one to ``config``.
+
+    nats-py has no update call: JetStream's durable-create API with the same name updates a
+    consumer in place when only updatable fields differ (ack_wait, max_deliver,
+    max_ack_pending, description...; nats-server >= 2.9), and refuses otherwise."""
+    try:
+        return await js.add_consumer(stream, config)
+    except APIError as exc:  # nats-server 2.9 answers 500 "... can not be updated"
+        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE,
+                        f"consumer {config.durable_name} on {stream} exists with settings that cannot be "
+                        f"updated in place ({exc.description or exc}); delete it to let a worker recreate it "
+                        "(see docs/queue.md)") from None
+    except (NatsError, OSError, asyncio.TimeoutError) as exc:
+        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE,
+                        f"cannot set up consumer {config.durable_name} on {stream}: {_reason(exc)}") from None
+
+
+async def ensure_worker_consumers(js: JetStreamContext, settings: Settings) -> None:
+    """Workers only: create the three consumers, or update them to this worker's settings.
+
+    The API never touches them, so ``pixq-workers``' max_deliver and ack_wait always come
+    from the workers' MAX_RETRIES and ACK_WAIT. When a worker starts with changed values,
+    the existing consumer is updated (the last worker to start wins during a rollout)."""
+    wanted = workers_consumer_config(settings)
+    before = await consumer_config(js, names.JOBS_STREAM, names.WORKERS_CONSUMER)
+    info = await _ensure_consumer(js, names.JOBS_STREAM, wanted)
+    if info.config.max_deliver != wanted.max_deliver or abs((info.config.ack_wait or 0) - wanted.ack_wait) > 1e-3:
+        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE,
+                        f"consumer {names.WORKERS_CONSUMER} kept max_deliver={info.config.max_deliver} "
+                        f"ack_wait={info.config.ack_wait}, wanted {wanted.max_deliver} / {wanted.ack_wait}")
+    if before is not None and (before.max_deliver != wanted.max_deliver
+                               or abs((before.ack_wait or 0) - wanted.ack_wait) > 1e-3):
+        log.warning("consumer_updated", consumer=names.WORKERS_CONSUMER,
+                    max_deliver=[before.max_deliver, wanted.max_deliver],
+                    ack_wait=[before.ack_wait, wanted.ack_wait])
+    await _ensure_consumer(js, names.ADVISORY_STREAM, advisory_consumer_config())
+    await _ensure_consumer(js, names.STATUS_STREAM, status_consumer_config())
+
+
+async def consumer_config(js: JetStreamContext, stream: str, durable: str) -> ConsumerConfig | None:
+    """The consumer's settings, or None when it does not exist."""
+    try:
+        return (await js.consumer_info(stream, durable)).config
+    except NotFoundError:
+        return None
+    except (NatsError, OSError, asyncio.TimeoutError) as exc:
+        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"cannot read consumer {durable}: {_reason(exc)}") from None
 
 
 def message_id(job_id: str, generation: int) -> str:
@@ -150,21 +238,83 @@ def message_id(job_id: str, generation: int) -> str:
     return f"{job_id}:{generation}"
 
 
-async def publish_job(js: JetStreamContext, message: JobMessage) -> None:
-    """Publish and wait for JetStream's ack; QUEUE_UNAVAILABLE when it does not come."""
+class PublishUnconfirmed(PixqError):
+    """No ack came for a job's publish, nor for re-sends of it within PUBLISH_CONFIRM_SECONDS.
+
+    The message may be stored, or may still sit in the client's buffer and be sent after a
+    reconnect: the caller must not treat the job as if it never existed (it answers 503, but
+    leaves a terminal status behind so that a worker receiving the message skips it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.QUEUE_UNAVAILABLE, message)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+async def publish_job(js: JetStreamContext, message: JobMessage) -> PubAck:
+    """Publish and wait for JetStream's ack. Three outcomes:
+
+    * an ack (``duplicate`` set when an earlier send of the same Nats-Msg-Id was stored):
+      the job is queued exactly once;
+    * PixqError(QUEUE_UNAVAILABLE): definitely not stored (not connected, so nothing was
+      sent; or JetStream answered with an error);
+    * PublishUnconfirmed: no answer could be had within PUBLISH_TIMEOUT_SECONDS +
+      PUBLISH_CONFIRM_SECONDS; it may or may not be stored.
+
+    A lost ack is resolved, not guessed: after a timeout (or a dropped connection) the same
+    message is sent again, with the same Nats-Msg-Id, while connected, until an answer comes
+    or PUBLISH_CONFIRM_SECONDS pass. Within the duplicate window JetStream stores it at most
+    once and its PubAck says whether the first send had landed."""
+    subject = names.job_subject(message.type.value)
     payload = message.model_dump_json().encode()
-    headers = {"Nats-Msg-Id": message_id(message.job_id, message.metadata.generation)}
+    msg_id = message_id(message.job_id, message.metadata.generation)
     nc = getattr(js, "_nc", None)
-    if nc is not None and not nc.is_connected:
+
+    def connected() -> bool:
+        return nc is None or nc.is_connected
+
+    async def send(timeout: float) -> PubAck:
+        return await js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=timeout,
+                                stream=names.JOBS_STREAM)
+
+    if not connected():
         # While reconnecting, nats-py would buffer the publish and send it after the reconnect,
-        # even though we time out and roll the job back first: a ghost job behind a 503.
+        # even though we answer 503 first: refuse before anything is sent.
         raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, "queue unavailable: not connected to NATS")
     try:
-        await js.publish(names.job_subject(message.type.value), payload, headers=headers,
-                         timeout=PUBLISH_TIMEOUT_SECONDS, stream=names.JOBS_STREAM)
+        return await send(PUBLISH_TIMEOUT_SECONDS)
+    except (NoStreamResponseError, APIError) as exc:
+        # JetStream (or the absence of any stream on the subject) answered: nothing was stored.
+        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"queue unavailable: {_reason(exc)}") from None
     except (NatsError, OSError, asyncio.TimeoutError) as exc:
-        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE,
-                        f"queue unavailable: {str(exc) or type(exc).__name__}") from None
+        first_error = _reason(exc)
+    log.warning("publish_unanswered", job_id=message.job_id, msg_id=msg_id, error=first_error)
+
+    deadline = time.monotonic() + PUBLISH_CONFIRM_SECONDS
+    last_error = first_error
+    while (remaining := deadline - time.monotonic()) > 0:
+        if not connected():
+            await asyncio.sleep(min(0.05, remaining))  # the client reconnects by itself
+            continue
+        try:
+            ack = await send(min(PUBLISH_TIMEOUT_SECONDS, remaining))
+        except (NoStreamResponseError, ServiceUnavailableError) as exc:
+            last_error = _reason(exc)  # no stream able to answer right now (JetStream starting): ask again
+            await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            continue
+        except APIError as exc:
+            # JetStream processed the re-send and refused it, so it was no duplicate: the first
+            # send never arrived (anything buffered was flushed ahead of this on the connection).
+            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"queue unavailable: {_reason(exc)}") from None
+        except (NatsError, OSError, asyncio.TimeoutError) as exc:
+            last_error = _reason(exc)
+            continue
+        log.info("publish_confirmed", job_id=message.job_id, msg_id=msg_id, duplicate=bool(ack.duplicate))
+        return ack
+    raise PublishUnconfirmed(f"queue unavailable: publish not confirmed within "
+                             f"{PUBLISH_TIMEOUT_SECONDS + PUBLISH_CONFIRM_SECONDS:g}s ({last_error})")
 
 
 FETCH_ERROR_PAUSE_SECONDS = 0.5
@@ -178,18 +328,80 @@ async def fetch(subscription: JetStreamContext.PullSubscription, batch: int, wai
     except (NatsTimeoutError, asyncio.TimeoutError):
         return []
     except (NatsError, OSError) as exc:
-        log.warning("fetch_failed", error=str(exc) or type(exc).__name__)
+        log.warning("fetch_failed", error=_reason(exc))
         await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)
         return []
 
 
-async def consumer_pending(js: JetStreamContext) -> int:
-    """Messages not yet delivered to any worker (KEDA's lag)."""
+async def settle(reply) -> None:
+    """Await an ack or nak; if NATS is unreachable, the message is redelivered after ack_wait anyway."""
+    try:
+        await reply
+    except (NatsError, OSError):
+        pass
+
+
+class ConsumerGone(Exception):
+    """A pull loop's durable consumer (or its stream) no longer exists: the loop cannot go on.
+
+    Raised rather than retried, so the worker process exits and is restarted, and the new
+    process recreates the consumer (ensure_worker_consumers)."""
+
+
+class Puller:
+    """A pull subscription on one durable consumer that notices when the consumer is gone.
+
+    A fetch from a deleted consumer does not fail, it just never returns messages: so,
+    while fetches come back empty, the consumer's existence is checked every
+    CHECK_INTERVAL_SECONDS, and a definite "not found" from JetStream raises ConsumerGone.
+    Transient errors (disconnected, timeouts) never do."""
+
+    CHECK_INTERVAL_SECONDS = 5.0
+
+    def __init__(self, js: JetStreamContext, stream: str, durable: str) -> None:
+        self.js = js
+        self.stream = stream
+        self.durable = durable
+        self.subscription: JetStreamContext.PullSubscription | None = None
+        self._checked = time.monotonic()
+
+    async def start(self) -> "Puller":
+        try:
+            self.subscription = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        except NotFoundError as exc:
+            raise ConsumerGone(f"consumer {self.durable} on {self.stream}: {_reason(exc)}") from None
+        self._checked = time.monotonic()
+        return self
+
+    async def fetch(self, batch: int, wait: float) -> list[Msg]:
+        assert self.subscription is not None, "call start() first"
+        messages = await fetch(self.subscription, batch, wait)
+        if messages:
+            self._checked = time.monotonic()
+        elif time.monotonic() - self._checked >= self.CHECK_INTERVAL_SECONDS:
+            await self.check()
+        return messages
+
+    async def check(self) -> None:
+        self._checked = time.monotonic()
+        try:
+            await self.js.consumer_info(self.stream, self.durable)
+        except NotFoundError as exc:
+            raise ConsumerGone(f"consumer {self.durable} on {self.stream} is gone: {_reason(exc)}") from None
+        except (NatsError, OSError, asyncio.TimeoutError) as exc:
+            log.debug("consumer_check_failed", consumer=self.durable, error=_reason(exc))
+
+
+async def consumer_backlog(js: JetStreamContext) -> tuple[int, int]:
+    """``(num_pending, num_ack_pending)`` of pixq-workers: jobs not yet delivered to any worker,
+    and jobs delivered but not yet acked (running, or waiting for a retry's backoff).
+
+    Their sum is the backlog KEDA's nats-jetstream scaler calls lag and scales on
+    (pixq_queue_backlog_messages); num_pending alone hides every job a worker holds."""
     info = await js.consumer_info(names.JOBS_STREAM, names.WORKERS_CONSUMER)
-    return int(info.num_pending or 0)
+    return int(info.num_pending or 0), int(info.num_ack_pending or 0)
 
 
 async def dlq_size(js: JetStreamContext) -> int:
     info = await js.stream_info(names.DLQ_STREAM)
     return int(info.state.messages)
-

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pyvips
 
+from pixq import formats
 from pixq.errors import ErrorCode, PixqError
 from pixq.limits import ANIMATED_FORMATS, Limits
 from pixq.spec import CropStep, PipelineSpec, ResizeStep, RotateStep
@@ -24,10 +25,6 @@ FAIL_ON = "error"
 """libvips' fail_on for every load: truncated or corrupt data fails the job
 (INVALID_IMAGE) instead of producing a half-grey image; mere warnings do not."""
 
-_LOADER_FAMILY = {
-    "jpegload": "jpeg", "uhdrload": "jpeg", "pngload": "png", "webpload": "webp",
-    "gifload": "gif", "tiffload": "tiff", "heifload": "heif", "svgload": "svg", "pdfload": "pdf",
-}
 _HEVC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"}
 _AVIF_BRANDS = {b"avif", b"avis"}
 _OTHER_MAGIC = (
@@ -109,13 +106,6 @@ def detect_format(head: bytes) -> str | None:
     return None
 
 
-def format_of_loader(loader: str) -> str:
-    for prefix, fmt in _LOADER_FAMILY.items():
-        if loader.startswith(prefix):
-            return fmt
-    return loader or "unknown"
-
-
 def _first_line(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     detail = [line for line in lines[1:] if "unable to" not in line]
@@ -133,10 +123,11 @@ def check_allowed(fmt: str | None, limits: Limits) -> str:
 def inspect_header(image: pyvips.Image, fmt: str, limits: Limits) -> ImageInfo:
     """Apply the size and frame limits to a header-only image; return what it says."""
     loader = image.get("vips-loader") if image.get_typeof("vips-loader") else ""
-    loaded_as = format_of_loader(loader)
-    if loaded_as != fmt and {loaded_as, fmt} != {"avif", "heif"}:
+    read_as = formats.read_by(loader)
+    if fmt not in read_as:
         # Magic bytes said one thing, libvips picked another loader: trust neither.
-        check_allowed(loaded_as if loaded_as in _LOADER_FAMILY.values() else None, limits)
+        for other in read_as or {None}:
+            check_allowed(other, limits)
     pages = image.get("n-pages") if image.get_typeof("n-pages") else 1
     orientation = image.get("orientation") if image.get_typeof("orientation") else 1
     info = ImageInfo(

@@ -10,14 +10,15 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pixq import formats
 from pixq.errors import ErrorCode, PixqError
-from pixq.jobs import JobType
 
-MAX_DIMENSION = 16384
-"""Largest width or height a request may ask for (libvips' WebP limit, and sane for all)."""
+MAX_DIMENSION = formats.MAX_REQUEST_SIDE
+"""Largest width or height a request may ask for: what every output format holds (WebP's 16383)."""
 
 Fit = Literal["cover", "contain", "fill", "inside", "outside"]
-OutputFormat = Literal["jpeg", "png", "webp", "avif", "gif", "tiff", "same"]
+OutputFormat = Literal[(*formats.OUTPUT_NAMES, "same")]  # type: ignore[valid-type]
+"""The formats of pixq.formats that pixq writes, or ``same``."""
 Gravity = Annotated[
     Literal["centre", "north", "northeast", "east", "southeast", "south", "southwest", "west",
             "northwest", "attention", "entropy"],
@@ -45,10 +46,7 @@ class OutputOptions(_Strict):
     @field_validator("format", mode="before")
     @classmethod
     def _format_alias(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.lower()
-            return {"jpg": "jpeg", "tif": "tiff"}.get(value, value)
-        return value
+        return formats.canonical(value) if isinstance(value, str) else value
 
     @field_validator("background")
     @classmethod
@@ -114,6 +112,11 @@ class CropParams(CropBox, OutputOptions):
 class ResizeStep(ResizeOptions):
     op: Literal["resize"]
     background: str = "#ffffff"
+
+    @field_validator("background")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        return OutputOptions._colour(value)  # the same hex check (an unchecked str reached the publish)
 
 
 class CropStep(CropBox):
@@ -185,11 +188,13 @@ class PipelineSpec(_Strict):
         return self
 
 
-_MODEL_OF: dict[JobType, type[BaseModel]] = {
-    JobType.RESIZE: ResizeParams,
-    JobType.CROP: CropParams,
-    JobType.PIPELINE: PipelineSpec,
+_MODEL_OF: dict[str, type[BaseModel]] = {
+    "resize": ResizeParams,
+    "crop": CropParams,
+    "pipeline": PipelineSpec,
 }
+"""Request model of each job type (keys are pixq.jobs.JobType values; pixq.jobs imports this
+module for the message's typed spec, so this one does not import it back)."""
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -201,16 +206,19 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def validate_parameters(job_type: JobType, parameters: dict[str, Any]) -> BaseModel:
-    """Validate a request's parameters for its job type or raise INVALID_PARAMETERS."""
+def validate_parameters(job_type: str, parameters: dict[str, Any]) -> BaseModel:
+    """Validate a request's parameters for its job type (a pixq.jobs.JobType) or raise INVALID_PARAMETERS."""
     try:
         return _MODEL_OF[job_type].model_validate(parameters)
     except ValidationError as exc:
         raise PixqError(ErrorCode.INVALID_PARAMETERS, describe_validation_error(exc)) from None
 
 
-def to_pipeline(job_type: JobType, parameters: dict[str, Any]) -> PipelineSpec:
-    """The one engine: resize and crop are shorthands for a single-variant pipeline."""
+def to_pipeline(job_type: str, parameters: dict[str, Any]) -> PipelineSpec:
+    """The one engine: resize and crop are shorthands for a single-variant pipeline.
+
+    Called once, by the API at submit: the job message carries the result, and the worker
+    only re-validates that typed spec (pixq.jobs.JobMessage), never the raw parameters."""
     model = validate_parameters(job_type, parameters)
     if isinstance(model, PipelineSpec):
         return model

@@ -144,7 +144,7 @@ async def test_health_and_metrics(local_api):
     assert ready.status == 200 and (await ready.json())["checks"] == {"nats": True, "redis": True, "storage": True}
     await local_api.get("/api/v1/jobs/nope")
     text = await (await local_api.get("/metrics")).text()
-    assert 'pixq_api_requests_total{method="GET",route="/api/v1/jobs/{job_id}",status="404"}' in text
+    assert 'pixq_api_requests_total{method="GET",route="/api/v1/jobs/{job_id}",status="4xx"}' in text
     assert "pixq_api_request_duration_seconds_bucket" in text
 
 

@@ -26,7 +26,7 @@ async def test_timeouts_exhaust_retries_then_replay_completes(make_settings):
         assert [item["job_id"] for item in listing["items"]] == [job_id] and listing["total"] == 1
         entry = await (await api.get(f"/api/v1/dlq/{job_id}", headers=ADMIN)).json()
         assert entry["error_code"] == "TIMEOUT" and entry["attempts"] == 3
-        assert entry["message"]["job_id"] == job_id and entry["message"]["parameters"] == {"width": "64"}
+        assert entry["message"]["job_id"] == job_id and entry["message"]["spec"]["variants"][0]["width"] == 64
 
     healthy = make_settings("local", **keys)
     async with running_api(healthy) as api:

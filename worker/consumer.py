@@ -45,30 +45,45 @@ class Consumer:
         self.last_fetch = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Pull until ``stop`` is set, then drain in-flight jobs within WORKER_SHUTDOWN_GRACE."""
-        subscription = await self.js.pull_subscribe_bind(durable=names.WORKERS_CONSUMER, stream=names.JOBS_STREAM)
+        """Pull until ``stop`` is set, then drain in-flight jobs within WORKER_SHUTDOWN_GRACE.
+
+        If the loop itself fails or is cancelled (another worker loop failed), the jobs in
+        flight are cancelled and handed back to JetStream before the exception goes on."""
+        puller = await queue.Puller(self.js, names.JOBS_STREAM, names.WORKERS_CONSUMER).start()
         concurrency = self.settings.worker_concurrency
-        while not stop.is_set():
-            self.last_fetch = time.monotonic()
-            free = concurrency - len(self.tasks)
-            if free <= 0:
-                # Also wake on stop: a full worker must start its grace at SIGTERM, not when a job ends;
-                # and come round every few seconds, so /health/live (last_fetch) never mistakes
-                # long, healthy jobs for a wedged loop.
-                stopping = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({*self.tasks, stopping}, timeout=FULL_WAIT_SECONDS,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                stopping.cancel()
-                continue
-            messages = await queue.fetch(subscription, free, FETCH_WAIT_SECONDS)
-            for message in messages:
-                if stop.is_set():
-                    await self._hand_back(message)
+        try:
+            while not stop.is_set():
+                self.last_fetch = time.monotonic()
+                free = concurrency - len(self.tasks)
+                if free <= 0:
+                    # Also wake on stop: a full worker must start its grace at SIGTERM, not when a job
+                    # ends; and come round every few seconds, so /health/live (last_fetch) never
+                    # mistakes long, healthy jobs for a wedged loop.
+                    stopping = asyncio.ensure_future(stop.wait())
+                    await asyncio.wait({*self.tasks, stopping}, timeout=FULL_WAIT_SECONDS,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    stopping.cancel()
                     continue
-                task = asyncio.create_task(self.handle(message))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+                messages = await puller.fetch(free, FETCH_WAIT_SECONDS)
+                for message in messages:
+                    if stop.is_set():
+                        await self._hand_back(message)
+                        continue
+                    task = asyncio.create_task(self.handle(message))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+        except BaseException:
+            await self.abandon()
+            raise
         await self.drain()
+
+    async def abandon(self) -> None:
+        """Cancel every job in flight now; each hands its message back (nak)."""
+        pending = set(self.tasks)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
     async def drain(self) -> None:
         """Finish what is in flight within the grace; hand the rest back to JetStream at once."""
@@ -109,7 +124,12 @@ class Consumer:
         if await self._already_done(job, job_log):
             await message.ack()
             return
-        await self._record(job, attempt, JobStatus.PROCESSING, job_log)
+        if not await self._record(job, attempt, JobStatus.PROCESSING, job_log) and await self._already_done(
+                job, job_log):
+            # It became terminal between the check above and this write: finished, or marked failed
+            # by an API whose publish went unconfirmed (it answered 503). Never run it then.
+            await message.ack()
+            return
         heartbeat = asyncio.create_task(self._heartbeat(message))
         IN_FLIGHT.inc()
         started = time.perf_counter()
@@ -148,12 +168,14 @@ class Consumer:
             return True
         return False
 
-    async def _record(self, job: JobMessage, attempt: int, status: JobStatus, job_log, **fields) -> None:
-        """Best-effort status write for non-terminal states: an outage must not stop processing."""
+    async def _record(self, job: JobMessage, attempt: int, status: JobStatus, job_log, **fields) -> bool:
+        """Best-effort status write for non-terminal states: an outage must not stop processing.
+        False only when Redis answered that the stored status is ahead of this one."""
         try:
-            await self.writer.write(job, attempt, status, **fields)
+            return await self.writer.write(job, attempt, status, **fields)
         except PixqError as exc:
             job_log.warning("status_write_skipped", status=status.value, error=exc.message)
+            return True
 
     async def _failed(self, message: Msg, job: JobMessage, attempt: int, error: PixqError, job_log) -> None:
         try:

@@ -67,17 +67,19 @@ class AdvisoryMover:
         self.writer = writer
 
     async def run(self, stop: asyncio.Event) -> None:
-        subscription = await self.js.pull_subscribe_bind(durable=names.ADVISORY_CONSUMER,
-                                                         stream=names.ADVISORY_STREAM)
+        puller = await queue.Puller(self.js, names.ADVISORY_STREAM, names.ADVISORY_CONSUMER).start()
         while not stop.is_set():
-            advisories = await queue.fetch(subscription, 10, 1.0)
-            for advisory in advisories:
+            for advisory in await puller.fetch(10, 1.0):
                 try:
                     await self.move(json.loads(advisory.data))
-                    await advisory.ack()
                 except (PixqError, NatsError, OSError, asyncio.TimeoutError) as exc:
                     log.warning("advisory_retry", error=str(exc))
-                    await advisory.nak(delay=2)
+                    await queue.settle(advisory.nak(delay=2))
+                    continue
+                except (ValueError, KeyError, TypeError) as exc:
+                    # Not an advisory we can read: drop it rather than fail the loop on it forever.
+                    log.error("advisory_invalid", error=str(exc))
+                await queue.settle(advisory.ack())
 
     async def move(self, advisory: dict[str, Any]) -> None:
         sequence = int(advisory["stream_seq"])

@@ -3,16 +3,12 @@
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from pixq import names
+from pixq import formats, names
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobMessage, OutputInfo
 from pixq.limits import Limits
-from pixq.spec import to_pipeline
 from pixq.storage import Storage
 from worker.imaging import Cancellation, process
-
-CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif",
-                 "gif": "image/gif", "tiff": "image/tiff"}
 
 
 class JobRunner:
@@ -38,14 +34,13 @@ class JobRunner:
             raise
 
     async def _attempt(self, job: JobMessage, cancel: Cancellation) -> list[OutputInfo]:
-        spec = to_pipeline(job.type, job.parameters)
         data = await self.storage.get_bytes(job.input.storage_key, self.limits.max_input_bytes)
         loop = asyncio.get_running_loop()
-        rendered = await loop.run_in_executor(self.pool, process, data, spec, self.limits, cancel)
+        rendered = await loop.run_in_executor(self.pool, process, data, job.spec, self.limits, cancel)
         outputs = []
         for output in rendered:
             key = names.output_object_key(job.tenant, job.job_id, output.name, output.extension)
-            await self.storage.put_bytes(key, output.data, CONTENT_TYPES.get(output.format, "application/octet-stream"))
+            await self.storage.put_bytes(key, output.data, formats.mime_of(output.format))
             outputs.append(OutputInfo(name=output.name, storage_key=key, width=output.width,
                                       height=output.height, format=output.format, bytes=len(output.data)))
         return outputs

@@ -1,10 +1,20 @@
-"""`pixq-worker`: consume jobs until SIGTERM, then drain within WORKER_SHUTDOWN_GRACE and exit 0."""
+"""`pixq-worker`: consume jobs until SIGTERM, then drain within WORKER_SHUTDOWN_GRACE and exit 0.
+
+The worker's loops (job consumer, advisory mover, outbox drainer, gauge sampler) run in one
+asyncio.TaskGroup: when any of them fails (or ends while the worker is not stopping), the
+others are cancelled (in-flight jobs are handed back to JetStream) and the process exits 1,
+so Kubernetes restarts it rather than leaving a half-dead worker running.
+"""
 
 import asyncio
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 from aiohttp import web
+from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
 
 from pixq import queue
 from pixq.deps import Dependencies
@@ -18,50 +28,100 @@ from worker.execute import JobRunner
 from worker.health import create_health_app
 from worker.imaging.vips_setup import configure_vips
 from worker.memory import limit_malloc_arenas
-from worker.metrics import DLQ_MESSAGES, QUEUE_PENDING
+from worker.metrics import DLQ_MESSAGES, QUEUE_BACKLOG, QUEUE_PENDING
 from worker.status_writer import OutboxDrainer, StatusWriter
 
 log = structlog.get_logger("pixq.worker")
 
 GAUGE_INTERVAL_SECONDS = 5.0
+EXIT_LOOP_FAILED = 1
+
+
+class LoopFailed(Exception):
+    """One of the worker's loops failed, or ended while the worker was not stopping."""
+
+    def __init__(self, loop: str, reason: str) -> None:
+        super().__init__(f"{loop}: {reason}")
+        self.loop = loop
+        self.reason = reason
 
 
 async def sample_queue_gauges(js, stop: asyncio.Event) -> None:
-    """Export queue depth and DLQ size for dashboards and the Prometheus-adapter HPA."""
+    """Export queue depth, backlog (KEDA's lag) and DLQ size for dashboards and autoscaling.
+
+    A NATS hiccup skips one sample; a consumer or stream that no longer exists is fatal."""
     while not stop.is_set():
         try:
-            QUEUE_PENDING.set(await queue.consumer_pending(js))
+            pending, ack_pending = await queue.consumer_backlog(js)
+            QUEUE_PENDING.set(pending)
+            QUEUE_BACKLOG.set(pending + ack_pending)
             DLQ_MESSAGES.set(await queue.dlq_size(js))
-        except Exception as exc:
-            log.debug("gauge_sample_failed", error=str(exc))
+        except NotFoundError as exc:
+            raise queue.ConsumerGone(f"gauge sampling: {exc.description or exc}") from None
+        except (NatsError, OSError, asyncio.TimeoutError) as exc:
+            log.debug("gauge_sample_failed", error=str(exc) or type(exc).__name__)
         try:
             await asyncio.wait_for(stop.wait(), GAUGE_INTERVAL_SECONDS)
         except asyncio.TimeoutError:
             pass
 
 
+async def _supervised(name: str, loop: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    try:
+        await loop
+    except Exception as exc:  # noqa: BLE001 - any failure of a loop ends the process
+        log.error("worker_loop_failed", loop=name, error=str(exc) or type(exc).__name__,
+                  error_type=type(exc).__name__)
+        raise LoopFailed(name, str(exc) or type(exc).__name__) from exc
+    if not stop.is_set():
+        log.error("worker_loop_failed", loop=name, error="ended while the worker was not stopping")
+        raise LoopFailed(name, "ended while the worker was not stopping")
+
+
+async def run_loops(loops: dict[str, Coroutine[Any, Any, None]], stop: asyncio.Event) -> None:
+    """Run every loop until ``stop``; the first failure cancels the rest and raises LoopFailed."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for name, loop in loops.items():
+                group.create_task(_supervised(name, loop, stop), name=f"worker-{name}")
+    except BaseExceptionGroup as failures:
+        failed = [exc for exc in failures.exceptions if isinstance(exc, LoopFailed)]
+        if not failed:
+            raise
+        raise failed[0] from None
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set (main() sets it on SIGTERM/SIGINT; tests set it directly)."""
+    """Run until ``stop`` is set (main() sets it on SIGTERM/SIGINT; tests set it directly).
+
+    Raises LoopFailed when a loop fails, PixqError when start-up fails."""
     configure_vips(settings.vips_concurrency, settings.vips_cache_max_ops)
     deps = await Dependencies.open(settings, client_name="pixq-worker")
-    js, status = deps.js, deps.status
-    writer = StatusWriter(status, js)
-    runner = JobRunner(deps.storage, Limits.from_settings(settings), settings.worker_concurrency, settings.job_timeout)
-    consumer = Consumer(settings, js, status, writer, runner)
-    health = web.AppRunner(create_health_app(lambda: consumer.last_fetch, deps.check), access_log=None)
-    await health.setup()
-    if settings.metrics_port:
-        await web.TCPSite(health, "0.0.0.0", settings.metrics_port).start()
-
-    log.info("worker_started", concurrency=settings.worker_concurrency, metrics_port=settings.metrics_port,
-             storage=settings.storage_type, max_retries=settings.max_retries, job_timeout=settings.job_timeout)
+    health = None
+    runner = None
     try:
-        await asyncio.gather(consumer.run(stop), AdvisoryMover(js, writer).run(stop),
-                             OutboxDrainer(js, status).run(stop), sample_queue_gauges(js, stop))
+        await queue.ensure_worker_consumers(deps.js, settings)
+        js, status = deps.js, deps.status
+        writer = StatusWriter(status, js)
+        runner = JobRunner(deps.storage, Limits.from_settings(settings), settings.worker_concurrency,
+                           settings.job_timeout)
+        consumer = Consumer(settings, js, status, writer, runner)
+        health = web.AppRunner(create_health_app(lambda: consumer.last_fetch, deps.check), access_log=None)
+        await health.setup()
+        if settings.metrics_port:
+            await web.TCPSite(health, "0.0.0.0", settings.metrics_port).start()
+
+        log.info("worker_started", concurrency=settings.worker_concurrency, metrics_port=settings.metrics_port,
+                 storage=settings.storage_type, max_retries=settings.max_retries, job_timeout=settings.job_timeout)
+        await run_loops({"consumer": consumer.run(stop), "advisory_mover": AdvisoryMover(js, writer).run(stop),
+                         "outbox_drainer": OutboxDrainer(js, status).run(stop),
+                         "gauges": sample_queue_gauges(js, stop)}, stop)
     finally:
-        runner.close()
+        if runner is not None:
+            runner.close()
         await deps.close()
-        await health.cleanup()
+        if health is not None:
+            await health.cleanup()
         log.info("worker_stopped")
 
 
@@ -81,6 +141,9 @@ def main() -> None:
     except PixqError as exc:
         log.error("worker_start_failed", error_code=exc.code.value, error=exc.message)
         raise SystemExit(1) from None
+    except LoopFailed as exc:
+        log.error("worker_exiting", reason="loop_failed", loop=exc.loop, error=exc.reason)
+        raise SystemExit(EXIT_LOOP_FAILED) from None
 
 
 if __name__ == "__main__":

@@ -1,6 +1,16 @@
-"""Prometheus metrics of a worker process (served on METRICS_PORT)."""
+"""Prometheus metrics of a worker process (served on METRICS_PORT).
+
+Every labelled counter has a series for each known label value from the first scrape (at 0),
+so rate() and alerts see a job type's first failure as an increase rather than as a series
+appearing out of nowhere.
+"""
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from pixq.jobs import JobType
+
+OUTCOMES = ("completed", "failed", "retried", "dead_lettered")
+"""Values of pixq_worker_jobs_total's ``outcome`` label."""
 
 JOBS = Counter("pixq_worker_jobs_total", "Job attempts by outcome (completed, failed, retried, dead_lettered)",
                ["type", "outcome"])
@@ -9,5 +19,13 @@ JOB_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 IN_FLIGHT = Gauge("pixq_worker_jobs_in_flight", "Jobs this worker is processing now")
-QUEUE_PENDING = Gauge("pixq_queue_pending_messages", "Jobs waiting in JetStream for a worker (consumer num_pending)")
+QUEUE_PENDING = Gauge("pixq_queue_pending_messages",
+                      "Jobs not yet delivered to any worker (pixq-workers num_pending)")
+QUEUE_BACKLOG = Gauge("pixq_queue_backlog_messages",
+                      "Jobs not yet finished: undelivered plus delivered and not yet acked (pixq-workers "
+                      "num_pending + num_ack_pending; KEDA's nats-jetstream lag); scale workers on this")
 DLQ_MESSAGES = Gauge("pixq_dlq_messages", "Dead jobs held in the dead-letter stream")
+
+for _type in JobType:
+    for _outcome in OUTCOMES:
+        JOBS.labels(_type.value, _outcome)

@@ -27,18 +27,21 @@ class StatusWriter:
         self.status = status
         self.js = js
 
-    async def write(self, job: JobMessage, attempt: int, status: JobStatus, **fields: Any) -> None:
+    async def write(self, job: JobMessage, attempt: int, status: JobStatus, **fields: Any) -> bool:
         """Record the update in Redis, or durably in the outbox; raises only if both are down.
 
+        Returns False when Redis refused it because the stored status is ahead (a later attempt,
+        or a terminal status of this generation); True when applied or deferred to the outbox.
         The job's identity is written too, so a status lost from Redis (flushed, restarted
         without persistence) is rebuilt from the message."""
         update = {"job_id": job.job_id, "type": job.type.value, "tenant": job.tenant,
                   "created_at": job.metadata.created_at,
                   "request_id": job.metadata.request_id, **fields}
         try:
-            await self.status.advance(job.job_id, job.metadata.generation, attempt, status, **update)
+            return await self.status.advance(job.job_id, job.metadata.generation, attempt, status, **update)
         except PixqError:
             await self._to_outbox(job.job_id, job.metadata.generation, attempt, status, update)
+            return True
 
     async def _to_outbox(self, job_id: str, generation: int, attempt: int, status: JobStatus,
                          fields: dict[str, Any]) -> None:
@@ -64,17 +67,16 @@ class OutboxDrainer:
         self.status = status
 
     async def run(self, stop: asyncio.Event) -> None:
-        subscription = await self.js.pull_subscribe_bind(durable=names.STATUS_CONSUMER, stream=names.STATUS_STREAM)
+        puller = await queue.Puller(self.js, names.STATUS_STREAM, names.STATUS_CONSUMER).start()
         while not stop.is_set():
-            events = await queue.fetch(subscription, 50, 1.0)
-            for event in events:
+            for event in await puller.fetch(50, 1.0):
                 try:
                     body = json.loads(event.data)
                     await self.status.advance(body["job_id"], body["generation"], body["attempt"],
                                               JobStatus(body["status"]), **body["fields"])
                 except PixqError:
-                    await event.nak(delay=self.RETRY_DELAY_SECONDS)
+                    await queue.settle(event.nak(delay=self.RETRY_DELAY_SECONDS))
                     continue
-                except (ValueError, KeyError) as exc:
+                except (ValueError, KeyError, TypeError) as exc:
                     log.error("outbox_event_invalid", error=str(exc))
-                await event.ack()
+                await queue.settle(event.ack())

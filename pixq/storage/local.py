@@ -1,13 +1,24 @@
 """Local-filesystem storage: the embedded default for `make up` and single-host installs."""
 
 import asyncio
+import errno
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from pathlib import Path
 
 from pixq.errors import ErrorCode, PixqError
+
+
+_NO_OBJECT_ERRNOS = frozenset({errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG})
+"""OS errors saying a key names no object and never will: missing, a directory, a path through
+a file, a name too long. Unlike a disk or permission problem, retrying cannot help."""
+
+
+def _names_no_object(exc: OSError) -> bool:
+    return exc.errno in _NO_OBJECT_ERRNOS
 
 
 class LocalStorage:
@@ -69,6 +80,9 @@ class LocalStorage:
         await asyncio.to_thread(self._atomic_write, key, lambda handle: handle.write(data))
 
     async def get_bytes(self, key: str, max_bytes: int) -> bytes:
+        """The object's bytes. A key that can never be read (nothing there, a directory, a path
+        through a file, a name too long) is INPUT_NOT_FOUND, a permanent failure; only other
+        I/O errors are STORAGE_UNAVAILABLE, which workers retry."""
         path = self.path_of(key)
 
         def read() -> bytes:
@@ -78,21 +92,23 @@ class LocalStorage:
 
         try:
             data = await asyncio.to_thread(read)
-        except FileNotFoundError:
-            raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at {key}") from None
         except OSError as exc:
+            if _names_no_object(exc):
+                raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at {key}") from None
             raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot read {key}: {exc}") from None
         if len(data) > max_bytes:
             raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE, f"input is larger than MAX_INPUT_BYTES={max_bytes}")
         return data
 
     async def size(self, key: str) -> int | None:
+        """Size of the object at ``key``; None when there is none (a directory is not an object)."""
         try:
-            return self.path_of(key).stat().st_size
-        except FileNotFoundError:
-            return None
+            info = self.path_of(key).stat()
         except OSError as exc:
+            if _names_no_object(exc):
+                return None  # no object can exist under that name here (not an outage)
             raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot stat {key}: {exc}") from None
+        return info.st_size if stat.S_ISREG(info.st_mode) else None
 
     async def delete(self, key: str) -> None:
         try:

@@ -1,6 +1,9 @@
 """A TCP proxy that can be cut: forwards to an upstream, or (``down()``) drops every open
-connection and closes each new one as soon as it is accepted. Runs its own event loop in
-a thread, so processes under test and synchronous callers can use it alike."""
+connection and closes each new one as soon as it is accepted, or (``swallow_replies()``)
+keeps connections open but silently drops everything the upstream sends back (a request
+arrives, its answer never does: a lost ack). ``reset()`` closes every open connection and
+forwards normally again. Runs its own event loop in a thread, so processes under test and
+synchronous callers can use it alike."""
 
 import asyncio
 import threading
@@ -13,6 +16,9 @@ class ToggleProxy:
         self.upstream = (upstream_host, upstream_port)
         self.port = free_port()
         self.forwarding = True
+        self.swallowing = False
+        self.swallowed = 0
+        """Bytes from the upstream dropped while swallowing."""
         self.refused = 0
         """Connections closed on accept while down (proof that clients really tried)."""
         self._writers: set[asyncio.StreamWriter] = set()
@@ -42,6 +48,14 @@ class ToggleProxy:
     def up(self) -> None:
         self._call(self._resume)
 
+    def swallow_replies(self) -> None:
+        """Keep every connection open, forward client to upstream, drop upstream to client."""
+        self._call(self._swallow)
+
+    def reset(self) -> None:
+        """Close every open connection (clients reconnect) and forward normally from now on."""
+        self._call(self._reset)
+
     # --- loop side ----------------------------------------------------------------
 
     def _call(self, func) -> None:
@@ -54,6 +68,14 @@ class ToggleProxy:
         self._writers.clear()
 
     async def _resume(self) -> None:
+        self.forwarding = True
+
+    async def _swallow(self) -> None:
+        self.swallowing = True
+
+    async def _reset(self) -> None:
+        self.swallowing = False
+        await self._cut()
         self.forwarding = True
 
     async def _shutdown(self) -> None:
@@ -79,9 +101,12 @@ class ToggleProxy:
             return
         self._writers.update((writer, up_writer))
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, reply: bool) -> None:
             try:
                 while data := await src.read(65536):
+                    if reply and self.swallowing:
+                        self.swallowed += len(data)
+                        continue
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -89,5 +114,5 @@ class ToggleProxy:
             finally:
                 dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
         self._writers.difference_update((writer, up_writer))

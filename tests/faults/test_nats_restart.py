@@ -87,5 +87,5 @@ async def test_nats_restart_under_load_loses_no_accepted_job_and_leaves_nothing_
     stored = await redis_keys(redis_proc.port, job_keys_pattern())
     assert sorted(key.rsplit(":", 1)[1] for key in stored) == sorted(jobs)
     idem = await redis_keys(redis_proc.port, names.IDEMPOTENCY_KEY_PATTERN)
-    assert sorted(key.split(":", 2)[2] for key in idem) == sorted(key for status, _, key in outcomes if status == 202)
+    assert sorted(idem) == sorted(names.idempotency_key("default", key) for status, _, key in outcomes if status == 202)
     assert sorted(path.name for path in input_files(tmp_path)) == sorted(jobs)

@@ -56,8 +56,8 @@ async def test_sigkill_mid_job_redelivers_within_ack_wait_and_statuses_stay_mono
         first_seq = (await probe.state(names.JOBS_STREAM)).last_seq
         for job_id in sample:
             message = JobMessage.model_validate({
-                "job_id": job_id, "type": "pipeline", "parameters": MEDIUM_SPEC,
-                "input": {"storage_key": names.input_object_key(job_id)},
+                "job_id": job_id, "type": "pipeline", "spec": MEDIUM_SPEC,
+                "input": {"storage_key": names.input_object_key("default", job_id)},
                 "metadata": {"created_at": before[job_id]["created_at"], "request_id": "duplicate"}})
             payload = message.model_dump_json().encode()
             same_id = await probe.js.publish(names.job_subject("pipeline"), payload,

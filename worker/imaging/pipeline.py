@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pyvips
 
+from pixq import formats
 from pixq.errors import ErrorCode, PixqError
 from pixq.limits import Limits
 from pixq.spec import (BlurStep, CropStep, FlipStep, FlopStep, GrayscaleStep, PipelineSpec,
@@ -149,21 +150,18 @@ def render(source: Source, image: pyvips.Image, variant: Variant, plan: ResizePl
     check_output((out.width, out.height), limits, fmt)
     data = encode.encode(guard.watch(out), fmt, variant)
     guard.check()
-    return Rendered(variant.name, data, out.width, out.height, fmt, encode.EXTENSIONS[fmt])
-
-
-FORMAT_MAX_SIDE = {"webp": 16383, "jpeg": 65500, "gif": 65535, "avif": 65536, "png": 10_000_000,
-                   "tiff": 10_000_000}
+    return Rendered(variant.name, data, out.width, out.height, fmt, formats.output(fmt).extension)
 
 
 def check_output(size: tuple[int, int], limits: Limits, fmt: str | None = None) -> None:
+    """OUTPUT_TOO_LARGE over MAX_OUTPUT_PIXELS, or over the output format's largest side (pixq.formats)."""
     width, height = size
     if width * height > limits.max_output_pixels:
         raise PixqError(ErrorCode.OUTPUT_TOO_LARGE,
                         f"output would be {width}x{height}, over MAX_OUTPUT_PIXELS={limits.max_output_pixels}")
-    if fmt is not None and max(width, height) > FORMAT_MAX_SIDE[fmt]:
-        raise PixqError(ErrorCode.OUTPUT_TOO_LARGE,
-                        f"{fmt} cannot hold {width}x{height} (max side {FORMAT_MAX_SIDE[fmt]})")
+    max_side = formats.output(fmt).max_side if fmt is not None else None
+    if max_side is not None and max(width, height) > max_side:
+        raise PixqError(ErrorCode.OUTPUT_TOO_LARGE, f"{fmt} cannot hold {width}x{height} (max side {max_side})")
 
 
 _INPUT_ERRORS = ("load", "vipsjpeg", "vipspng", "libpng", "gif", "webp", "tiff", "heif", "uhdr",
