@@ -149,7 +149,7 @@ def main() -> None:
         print(f"""
 pixq is up: API on http://127.0.0.1:{api_port}, {args.workers} workers, storage in {args.root}/storage.
 Try:
-  curl -s -F file=@../shared/corpus/sharp/2569067123_aca715a2ee_o.jpg -F width=512 -F height=512 \\
+  curl -s -F file=@tests/fixtures/sharp/2569067123_aca715a2ee_o.jpg -F width=512 -F height=512 \\
        http://127.0.0.1:{api_port}/api/v1/resize
   curl -s http://127.0.0.1:{api_port}/api/v1/jobs/<job_id>        # then curl -o out.jpg "<result.url>"
 or with the CLI: .venv/bin/pixq submit resize IMAGE --width 512 --wait --output out.jpg
