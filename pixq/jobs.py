@@ -26,11 +26,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pixq.errors import PixqError
+from pixq.names import JOB_ID_PATTERN, TENANT_PATTERN
 from pixq.spec import PipelineSpec, to_pipeline
-
-
-JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
 class JobType(StrEnum):

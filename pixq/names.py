@@ -22,7 +22,11 @@ def is_job_id(value: str) -> bool:
         return False
 
 
-TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+"""A canonical lowercase UUID (is_job_id), for pydantic models of messages."""
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""Tenant names appear in storage keys, Redis keys and NATS subjects: no '.', '*', '>', '/', ':'."""
+TENANT_RE = re.compile(TENANT_PATTERN)
 
 
 def _tenant(tenant: str) -> str:

@@ -179,11 +179,6 @@ class Settings(BaseSettings):
             raise ValueError("NATS_CREDS_FILE: set NATS_CREDS_FILE or NATS_NKEY_SEED_FILE, not both")
         return self
 
-    @property
-    def api_keys_configured(self) -> bool:
-        """Any key at all (API_KEYS, ADMIN_API_KEYS or TENANTS_FILE): the API then requires one."""
-        return bool(self.api_keys or self.admin_api_keys or self.tenants_file)
-
     def signing_key(self) -> bytes:
         """Key for the local backend's signed download URLs; random per process if unset."""
         if not self.url_signing_key:

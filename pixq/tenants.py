@@ -32,10 +32,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pixq.names import TENANT_PATTERN
 from pixq.settings import ConfigError, Settings, fail_config
 
-TENANT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-"""Tenant names appear in storage keys, Redis keys and NATS subjects: no '.', '*', '>', '/', ':'."""
 KEY_DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 OPEN_TENANT = "default"
 """The tenant every caller is while no key is configured."""
@@ -66,7 +65,7 @@ class TenantSettings(BaseModel):
 class Tenant(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=TENANT_NAME_PATTERN)
+    name: str = Field(pattern=TENANT_PATTERN)
     role: Role = Role.USER
     keys: list[str] = Field(default_factory=list)
     settings: TenantSettings = Field(default_factory=TenantSettings)
@@ -194,7 +193,7 @@ def _short_form_or_fail(keys: dict[str, str], role: Role, variable: str) -> list
     try:
         return _short_form(keys, role)
     except ValidationError:
-        raise fail_config(variable, "tenant names must match " + TENANT_NAME_PATTERN) from None
+        raise fail_config(variable, "tenant names must match " + TENANT_PATTERN) from None
 
 
 __all__ = ["ConfigError", "OPEN_TENANT", "Role", "Tenant", "TenantDirectory", "TenantSettings",
