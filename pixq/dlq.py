@@ -15,7 +15,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from pixq import names
-from pixq.errors import ErrorCode, PixqError
+from pixq.errors import ErrorCode, PixqError, describe
 from pixq.jobs import JobMessage
 from pixq.queue import publish_job
 from pixq.status import StatusStore
@@ -28,7 +28,7 @@ def summary(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unavailable(exc: BaseException) -> PixqError:
-    return PixqError(ErrorCode.SERVICE_UNAVAILABLE, f"queue unavailable: {str(exc) or type(exc).__name__}")
+    return PixqError(ErrorCode.SERVICE_UNAVAILABLE, f"queue unavailable: {describe(exc)}")
 
 
 async def list_entries(js: JetStreamContext) -> list[dict[str, Any]]:

@@ -94,3 +94,9 @@ class PixqError(Exception):
     def to_body(self) -> dict:
         """The one error envelope of the HTTP API."""
         return {"error": {"code": self.code.value, "message": self.message}}
+
+
+def describe(exc: BaseException) -> str:
+    """An exception's message for a log line or an error, or its type where it has none
+    (many NATS and asyncio timeouts carry no text)."""
+    return str(exc) or type(exc).__name__

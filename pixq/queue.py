@@ -22,7 +22,7 @@ from nats.js.errors import (APIError, BadRequestError, NoStreamResponseError, No
                             ServiceUnavailableError)
 
 from pixq import names, transport
-from pixq.errors import ErrorCode, PixqError
+from pixq.errors import ErrorCode, PixqError, describe
 from pixq.jobs import JobMessage
 from pixq.settings import Settings
 
@@ -112,7 +112,7 @@ async def connect(settings: Settings, name: str, attempts: int = 30) -> NATS:
         log.info("nats_reconnected")
 
     async def on_error(exc: Exception) -> None:
-        errors.append(str(exc) or type(exc).__name__)
+        errors.append(describe(exc))
         log.warning("nats_error", error=errors[-1])
         if isinstance(exc, ssl.SSLError):
             tls_failed.set()
@@ -133,7 +133,7 @@ async def connect(settings: Settings, name: str, attempts: int = 30) -> NATS:
                 raise NatsError("TLS handshake failed")
             connecting.result()
         except (NatsError, OSError, asyncio.TimeoutError) as exc:
-            cause = "; ".join(dict.fromkeys(errors)) or str(exc) or type(exc).__name__
+            cause = "; ".join(dict.fromkeys(errors)) or describe(exc)
             log.warning("nats_connect_failed", attempt=attempt, error=cause)
             try:
                 await asyncio.wait_for(nc.close(), 1)
@@ -164,7 +164,7 @@ async def close(nc: NATS) -> None:
     try:
         await nc.close()
     except (NatsError, OSError, asyncio.TimeoutError) as exc:
-        log.warning("nats_close_failed", error=str(exc) or type(exc).__name__)
+        log.warning("nats_close_failed", error=describe(exc))
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -198,7 +198,7 @@ async def _ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCo
                         "(see docs/queue.md)") from None
     except (NatsError, OSError, asyncio.TimeoutError) as exc:
         raise PixqError(ErrorCode.QUEUE_UNAVAILABLE,
-                        f"cannot set up consumer {config.durable_name} on {stream}: {_reason(exc)}") from None
+                        f"cannot set up consumer {config.durable_name} on {stream}: {describe(exc)}") from None
 
 
 async def ensure_worker_consumers(js: JetStreamContext, settings: Settings) -> None:
@@ -210,17 +210,21 @@ async def ensure_worker_consumers(js: JetStreamContext, settings: Settings) -> N
     wanted = workers_consumer_config(settings)
     before = await consumer_config(js, names.JOBS_STREAM, names.WORKERS_CONSUMER)
     info = await _ensure_consumer(js, names.JOBS_STREAM, wanted)
-    if info.config.max_deliver != wanted.max_deliver or abs((info.config.ack_wait or 0) - wanted.ack_wait) > 1e-3:
+    if _retry_settings_differ(info.config, wanted):
         raise PixqError(ErrorCode.QUEUE_UNAVAILABLE,
                         f"consumer {names.WORKERS_CONSUMER} kept max_deliver={info.config.max_deliver} "
                         f"ack_wait={info.config.ack_wait}, wanted {wanted.max_deliver} / {wanted.ack_wait}")
-    if before is not None and (before.max_deliver != wanted.max_deliver
-                               or abs((before.ack_wait or 0) - wanted.ack_wait) > 1e-3):
+    if before is not None and _retry_settings_differ(before, wanted):
         log.warning("consumer_updated", consumer=names.WORKERS_CONSUMER,
                     max_deliver=[before.max_deliver, wanted.max_deliver],
                     ack_wait=[before.ack_wait, wanted.ack_wait])
     await _ensure_consumer(js, names.ADVISORY_STREAM, advisory_consumer_config())
     await _ensure_consumer(js, names.STATUS_STREAM, status_consumer_config())
+
+
+def _retry_settings_differ(current: ConsumerConfig, wanted: ConsumerConfig) -> bool:
+    """Do max_deliver or ack_wait (the settings MAX_RETRIES and ACK_WAIT drive) differ?"""
+    return current.max_deliver != wanted.max_deliver or abs((current.ack_wait or 0) - wanted.ack_wait) > 1e-3
 
 
 async def consumer_config(js: JetStreamContext, stream: str, durable: str) -> ConsumerConfig | None:
@@ -230,7 +234,7 @@ async def consumer_config(js: JetStreamContext, stream: str, durable: str) -> Co
     except NotFoundError:
         return None
     except (NatsError, OSError, asyncio.TimeoutError) as exc:
-        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"cannot read consumer {durable}: {_reason(exc)}") from None
+        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"cannot read consumer {durable}: {describe(exc)}") from None
 
 
 def message_id(job_id: str, generation: int) -> str:
@@ -247,10 +251,6 @@ class PublishUnconfirmed(PixqError):
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCode.QUEUE_UNAVAILABLE, message)
-
-
-def _reason(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
 
 
 async def publish_job(js: JetStreamContext, message: JobMessage) -> PubAck:
@@ -287,9 +287,9 @@ async def publish_job(js: JetStreamContext, message: JobMessage) -> PubAck:
         return await send(PUBLISH_TIMEOUT_SECONDS)
     except (NoStreamResponseError, APIError) as exc:
         # JetStream (or the absence of any stream on the subject) answered: nothing was stored.
-        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"queue unavailable: {_reason(exc)}") from None
+        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"queue unavailable: {describe(exc)}") from None
     except (NatsError, OSError, asyncio.TimeoutError) as exc:
-        first_error = _reason(exc)
+        first_error = describe(exc)
     log.warning("publish_unanswered", job_id=message.job_id, msg_id=msg_id, error=first_error)
 
     deadline = time.monotonic() + PUBLISH_CONFIRM_SECONDS
@@ -301,15 +301,15 @@ async def publish_job(js: JetStreamContext, message: JobMessage) -> PubAck:
         try:
             ack = await send(min(PUBLISH_TIMEOUT_SECONDS, remaining))
         except (NoStreamResponseError, ServiceUnavailableError) as exc:
-            last_error = _reason(exc)  # no stream able to answer right now (JetStream starting): ask again
+            last_error = describe(exc)  # no stream able to answer right now (JetStream starting): ask again
             await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
             continue
         except APIError as exc:
             # JetStream processed the re-send and refused it, so it was no duplicate: the first
             # send never arrived (anything buffered was flushed ahead of this on the connection).
-            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"queue unavailable: {_reason(exc)}") from None
+            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"queue unavailable: {describe(exc)}") from None
         except (NatsError, OSError, asyncio.TimeoutError) as exc:
-            last_error = _reason(exc)
+            last_error = describe(exc)
             continue
         log.info("publish_confirmed", job_id=message.job_id, msg_id=msg_id, duplicate=bool(ack.duplicate))
         return ack
@@ -328,7 +328,7 @@ async def fetch(subscription: JetStreamContext.PullSubscription, batch: int, wai
     except (NatsTimeoutError, asyncio.TimeoutError):
         return []
     except (NatsError, OSError) as exc:
-        log.warning("fetch_failed", error=_reason(exc))
+        log.warning("fetch_failed", error=describe(exc))
         await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)
         return []
 
@@ -369,7 +369,7 @@ class Puller:
         try:
             self.subscription = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         except NotFoundError as exc:
-            raise ConsumerGone(f"consumer {self.durable} on {self.stream}: {_reason(exc)}") from None
+            raise ConsumerGone(f"consumer {self.durable} on {self.stream}: {describe(exc)}") from None
         self._checked = time.monotonic()
         return self
 
@@ -387,9 +387,9 @@ class Puller:
         try:
             await self.js.consumer_info(self.stream, self.durable)
         except NotFoundError as exc:
-            raise ConsumerGone(f"consumer {self.durable} on {self.stream} is gone: {_reason(exc)}") from None
+            raise ConsumerGone(f"consumer {self.durable} on {self.stream} is gone: {describe(exc)}") from None
         except (NatsError, OSError, asyncio.TimeoutError) as exc:
-            log.debug("consumer_check_failed", consumer=self.durable, error=_reason(exc))
+            log.debug("consumer_check_failed", consumer=self.durable, error=describe(exc))
 
 
 async def consumer_backlog(js: JetStreamContext) -> tuple[int, int]:

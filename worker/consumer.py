@@ -33,6 +33,14 @@ FETCH_WAIT_SECONDS = 1.0
 FULL_WAIT_SECONDS = 5.0
 
 
+async def _cancel(tasks: set[asyncio.Task]) -> None:
+    """Cancel jobs and wait until each has handed its message back (nak)."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+
+
 class Consumer:
     def __init__(self, settings: Settings, js: JetStreamContext, status: StatusStore, writer: StatusWriter,
                  runner: JobRunner) -> None:
@@ -79,11 +87,7 @@ class Consumer:
 
     async def abandon(self) -> None:
         """Cancel every job in flight now; each hands its message back (nak)."""
-        pending = set(self.tasks)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        await _cancel(set(self.tasks))
 
     async def drain(self) -> None:
         """Finish what is in flight within the grace; hand the rest back to JetStream at once."""
@@ -91,26 +95,17 @@ class Consumer:
             return
         log.info("draining", in_flight=len(self.tasks), grace_seconds=self.settings.worker_shutdown_grace)
         _, pending = await asyncio.wait(self.tasks, timeout=self.settings.worker_shutdown_grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        await _cancel(pending)
 
     async def _hand_back(self, message: Msg) -> None:
-        try:
-            await message.nak()
-        except (NatsError, OSError):
-            pass  # JetStream redelivers after ACK_WAIT anyway
+        await queue.settle(message.nak())
 
     async def _heartbeat(self, message: Msg) -> None:
         """Tell JetStream the job is alive, so ACK_WAIT only bounds *dead* workers."""
         interval = max(1.0, self.settings.ack_wait / 3)
         while True:
             await asyncio.sleep(interval)
-            try:
-                await message.in_progress()
-            except (NatsError, OSError):
-                pass
+            await queue.settle(message.in_progress())
 
     async def handle(self, message: Msg) -> None:
         attempt = message.metadata.num_delivered

@@ -18,7 +18,7 @@ from nats.js.errors import NotFoundError
 
 from pixq import queue
 from pixq.deps import Dependencies
-from pixq.errors import PixqError
+from pixq.errors import PixqError, describe
 from pixq.limits import Limits
 from pixq.settings import Settings, load_settings
 from pixq.telemetry import configure_logging
@@ -59,7 +59,7 @@ async def sample_queue_gauges(js, stop: asyncio.Event) -> None:
         except NotFoundError as exc:
             raise queue.ConsumerGone(f"gauge sampling: {exc.description or exc}") from None
         except (NatsError, OSError, asyncio.TimeoutError) as exc:
-            log.debug("gauge_sample_failed", error=str(exc) or type(exc).__name__)
+            log.debug("gauge_sample_failed", error=describe(exc))
         try:
             await asyncio.wait_for(stop.wait(), GAUGE_INTERVAL_SECONDS)
         except asyncio.TimeoutError:
@@ -70,9 +70,9 @@ async def _supervised(name: str, loop: Coroutine[Any, Any, None], stop: asyncio.
     try:
         await loop
     except Exception as exc:  # noqa: BLE001 - any failure of a loop ends the process
-        log.error("worker_loop_failed", loop=name, error=str(exc) or type(exc).__name__,
+        log.error("worker_loop_failed", loop=name, error=describe(exc),
                   error_type=type(exc).__name__)
-        raise LoopFailed(name, str(exc) or type(exc).__name__) from exc
+        raise LoopFailed(name, describe(exc)) from exc
     if not stop.is_set():
         log.error("worker_loop_failed", loop=name, error="ended while the worker was not stopping")
         raise LoopFailed(name, "ended while the worker was not stopping")
