@@ -2,21 +2,20 @@
 dependencies are opened on startup and closed on cleanup."""
 
 import ipaddress
-
 from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
 from api.context import CONTEXT, ApiContext
+from api.metrics import seed_series
 from api.middleware import IN_FLIGHT, InFlight, authenticate, observe
 from api.routes import setup_routes
 from pixq.deps import Dependencies
 from pixq.limits import Limits
+from pixq.jobs import JobType
 from pixq.settings import Settings, fail_config
 from pixq.tenants import TenantDirectory, load_directory
-from api.metrics import seed_series
-from pixq.jobs import JobType
 
 log = structlog.get_logger("pixq.api")
 

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from api.context import context
 from api.metrics import REQUEST_SECONDS, REQUESTS
+from api.params import is_utf8
 from pixq.errors import ErrorCode, PixqError
 from pixq.tenants import Tenant
 
@@ -94,11 +95,7 @@ def _bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else ""
-    try:
-        token.encode()  # invalid UTF-8 on the wire arrives as lone surrogates: no key can match it
-    except UnicodeEncodeError:
-        return ""
-    return token
+    return token if is_utf8(token) else ""  # no key can match invalid UTF-8
 
 
 def is_admin_route(path: str) -> bool:
@@ -113,8 +110,9 @@ async def authenticate(request: web.Request, handler) -> web.StreamResponse:
     Once any key exists, a missing or unknown key is 401, and an admin route called with a
     user key is 403 — also when no admin key is configured, so the DLQ never opens by accident.
     Only the tenant's name is logged, never the key."""
-    route = _route_name(request)  # decided on the matched route, so no spelling of a path slips past
-    if not (route.startswith("/api/v1") or request.path.startswith("/api/v1")):
+    route = _route_name(request)
+    target = request.path if route == "unmatched" else route  # the matched route: no spelling slips past
+    if not target.startswith("/api/v1"):
         return await handler(request)
     tenants = context(request).tenants
     if tenants.open:
@@ -124,7 +122,7 @@ async def authenticate(request: web.Request, handler) -> web.StreamResponse:
         if tenant is None:
             raise PixqError(ErrorCode.UNAUTHORIZED, "missing or unknown API key (Authorization: Bearer <key>)")
     structlog.contextvars.bind_contextvars(tenant=tenant.name)
-    if (is_admin_route(route) or is_admin_route(request.path)) and not tenant.is_admin:
+    if is_admin_route(target) and not tenant.is_admin:
         raise PixqError(ErrorCode.FORBIDDEN, "this route needs an admin key")
     request[TENANT] = tenant
     return await handler(request)

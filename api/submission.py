@@ -13,6 +13,7 @@ import structlog
 
 from api.context import ApiContext
 from api.metrics import JOBS_SUBMITTED
+from api.params import is_utf8
 from api.uploads import SubmitRequest
 from pixq import names
 from pixq.errors import ErrorCode, PixqError
@@ -23,6 +24,9 @@ from pixq.spec import PipelineSpec, to_pipeline
 from pixq.tenants import Tenant
 
 log = structlog.get_logger("pixq.api")
+
+STORAGE_KEY_MAX = 1024
+"""Longest ``input.storage_key`` (S3's key limit, and pixq.jobs.JobInput's)."""
 
 
 @dataclass
@@ -35,6 +39,10 @@ class Accepted:
 def _check_storage_key(tenant: Tenant, key: str) -> None:
     """A relative, plain key, under one of the tenant's prefixes (or any key for an admin).
     A key outside them answers like a missing object, so other tenants' keys never leak."""
+    if len(key) > STORAGE_KEY_MAX or not is_utf8(key):
+        # JSON's \ud800 escapes decode to lone surrogates, which no file name or S3 key can hold.
+        raise PixqError(ErrorCode.INVALID_PARAMETERS,
+                        f"storage_key must be valid UTF-8 of at most {STORAGE_KEY_MAX} characters")
     parts = key.split("/")
     if (key.startswith("/") or "\\" in key or any(part in ("", ".", "..") for part in parts)
             or any(ord(char) < 0x20 or ord(char) == 0x7F for char in key)):

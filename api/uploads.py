@@ -21,8 +21,6 @@ from pixq.errors import ErrorCode, PixqError
 
 CHUNK_BYTES = 256 * 1024
 FIELD_MAX_CHARS = 64 * 1024
-STORAGE_KEY_MAX = 1024
-"""Longest ``input.storage_key`` (S3's key limit, and pixq.jobs.JobInput's)."""
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
 
 _MALFORMED = (ValueError, RuntimeError, TypeError, AssertionError, LookupError, zlib.error, HttpProcessingError)
@@ -151,23 +149,11 @@ async def _read_json(request: web.Request, content_type: str) -> SubmitRequest:
     source = body.get("input")
     if not isinstance(source, dict) or not isinstance(source.get("storage_key"), str) or not source["storage_key"]:
         raise PixqError(ErrorCode.INVALID_REQUEST, 'JSON requests need "input": {"storage_key": "..."}')
-    if len(source["storage_key"]) > STORAGE_KEY_MAX or not _is_utf8(source["storage_key"]):
-        # JSON's \ud800 escapes decode to lone surrogates, which no file name or S3 key can hold.
-        raise PixqError(ErrorCode.INVALID_PARAMETERS,
-                        f"storage_key must be valid UTF-8 of at most {STORAGE_KEY_MAX} characters")
     parameters = body.get("parameters", {})
     if not isinstance(parameters, dict):
         raise PixqError(ErrorCode.INVALID_REQUEST, '"parameters" must be an object')
     extra = {key: value for key, value in body.items() if key not in ("input", "parameters")}
     return SubmitRequest(parameters=parameters, storage_key=source["storage_key"], extra=extra)
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 async def read_submit_request(request: web.Request, max_bytes: int,

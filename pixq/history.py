@@ -19,8 +19,6 @@ from redis.exceptions import RedisError
 from pixq import names
 from pixq.errors import ErrorCode, PixqError
 
-SCAN_BATCH = 200
-"""Ids read from the sorted set per round trip."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +80,10 @@ async def forget(client: redis.Redis, tenant: str, job_id: str) -> None:
 
 
 async def newest_first(client: redis.Redis, key: str, after: Cursor | None, created_after: int | None,
-                       created_before: int | None):
-    """Yield ``(score, job_id)`` newest first, strictly after the cursor, within the creation range
-    (created_after inclusive, created_before exclusive, both in ms)."""
+                       created_before: int | None, batch_size: int):
+    """Yield batches of up to ``batch_size`` ``(score, job_id)``, newest first, strictly after the
+    cursor, within the creation range (created_after inclusive, created_before exclusive, in ms).
+    Each batch is one round trip; no batch is empty."""
     top: int | float = float("inf") if created_before is None else created_before - 1
     if after is not None:
         top = min(top, after.score)
@@ -92,16 +91,19 @@ async def newest_first(client: redis.Redis, key: str, after: Cursor | None, crea
     offset = 0
     while True:
         try:
-            batch = await client.zrange(key, "+inf" if top == float("inf") else int(top), bottom, desc=True,
-                                        byscore=True, offset=offset, num=SCAN_BATCH, withscores=True)
+            read = await client.zrange(key, "+inf" if top == float("inf") else int(top), bottom, desc=True,
+                                       byscore=True, offset=offset, num=batch_size, withscores=True)
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from None
-        for member, score in batch:
+        batch = []
+        for member, score in read:
             job_id = member.decode() if isinstance(member, bytes) else member
             score = int(score)
             if after is not None and score == after.score and job_id >= after.job_id:
                 continue  # at or before the cursor within the same millisecond
-            yield score, job_id
-        if len(batch) < SCAN_BATCH:
+            batch.append((score, job_id))
+        if batch:
+            yield batch
+        if len(read) < batch_size:
             return
-        offset += SCAN_BATCH
+        offset += batch_size

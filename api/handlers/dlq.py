@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from api.context import context
+from api.params import int_query
 from pixq import dlq, names
 from pixq.errors import ErrorCode, PixqError
 
@@ -17,21 +18,13 @@ def _dead_id(request: web.Request) -> str:
     return job_id
 
 
-def _int_query(request: web.Request, name: str, default: int, upper: int) -> int:
-    """ASCII digits only: str.isdigit() accepts '²' and other unicode digits that int() refuses."""
-    raw = request.query.get(name, str(default))
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or int(raw) > upper:
-        raise PixqError(ErrorCode.INVALID_PARAMETERS, f"{name} must be an integer from 0 to {upper}")
-    return int(raw)
-
-
 def _matches(entry: dict, request: web.Request) -> bool:
     return all(entry.get(name) == request.query[name] for name in ("error_code", "type") if name in request.query)
 
 
 async def list_dead(request: web.Request) -> web.Response:
-    limit = _int_query(request, "limit", 50, MAX_PAGE)
-    offset = _int_query(request, "offset", 0, 10**9)
+    limit = int_query(request, "limit", 50, 0, MAX_PAGE)
+    offset = int_query(request, "offset", 0, 0, 10**9)
     entries = [entry for entry in await dlq.list_entries(context(request).deps.js) if _matches(entry, request)]
     items = [dlq.summary(entry) for entry in entries[offset:offset + limit]]
     return web.json_response({"items": items, "total": len(entries), "limit": limit, "offset": offset})

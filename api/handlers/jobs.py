@@ -6,6 +6,7 @@ from aiohttp import web
 
 from api.context import ApiContext, context
 from api.middleware import REQUEST_ID, TENANT
+from api.params import int_query
 from api.submission import accept_job
 from api.uploads import read_submit_request
 from api.views import public_status
@@ -74,18 +75,9 @@ def owner_of(record: dict) -> str:
 
 
 PAGE_DEFAULT, PAGE_MAX = 20, 100
-CHUNK = 100
-"""History entries whose statuses are read in one Redis round trip."""
 SCAN_MAX = 1000
 """Most history entries one page request examines; with narrow filters a page may come back
 short, with a next_cursor to continue from."""
-
-
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", str(PAGE_DEFAULT))
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= PAGE_MAX):
-        raise PixqError(ErrorCode.INVALID_PARAMETERS, f"limit must be an integer from 1 to {PAGE_MAX}")
-    return int(raw)
 
 
 def _time_bound(request: web.Request, name: str) -> int | None:
@@ -127,30 +119,25 @@ async def list_jobs(request: web.Request) -> web.Response:
     ``next_cursor`` is opaque and continues strictly after the last job examined, so jobs
     created while a client pages never shift a page: each job appears exactly once."""
     ctx = context(request)
-    limit, key = _limit(request), _history_key(request)
+    limit, key = int_query(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX), _history_key(request)
     cursor = history.Cursor.decode(request.query["cursor"]) if "cursor" in request.query else None
     status, job_type = _choice(request, "status", JobStatus), _choice(request, "type", JobType)
     created_after, created_before = _time_bound(request, "created_after"), _time_bound(request, "created_before")
     items: list[dict] = []
-    chunk: list[tuple[int, str]] = []
-    examined, stopped_at, exhausted = 0, None, True
-    async for entry in history.newest_first(ctx.deps.status.client, key, cursor, created_after, created_before):
-        chunk.append(entry)
-        if len(chunk) < CHUNK:
-            continue
-        items += await _matching(ctx, chunk, status, job_type)
-        examined += len(chunk)
-        stopped_at, chunk = chunk[-1], []
-        if len(items) >= limit or examined >= SCAN_MAX:
+    examined, last_examined, exhausted = 0, None, True
+    # One more than a page per round trip: a full page then knows whether anything follows.
+    async for batch in history.newest_first(ctx.deps.status.client, key, cursor, created_after, created_before,
+                                            limit + 1):
+        items += await _matching(ctx, batch, status, job_type)
+        examined, last_examined = examined + len(batch), batch[-1]
+        if len(items) > limit or examined >= SCAN_MAX:
             exhausted = False
             break
+    if len(items) > limit:
+        items, resume = items[:limit], items[limit - 1]["entry"]
     else:
-        items += await _matching(ctx, chunk, status, job_type)
-    if len(items) > limit or (len(items) == limit and not exhausted):
-        items, stopped_at = items[:limit], items[limit - 1]["entry"]
-    elif exhausted:
-        stopped_at = None  # nothing older is left
-    next_cursor = history.Cursor(*stopped_at).encode() if stopped_at else None
+        resume = None if exhausted else last_examined  # every examined job was returned or filtered out
+    next_cursor = history.Cursor(*resume).encode() if resume else None
     body = [public_status(ctx, request, item["record"]) for item in items]
     return web.json_response({"items": body, "next_cursor": next_cursor, "limit": limit})
 
