@@ -19,8 +19,9 @@ from pixq.settings import Settings, load_settings
 from pixq.storage import S3Storage
 from tests.conftest import running_api, running_worker
 from tests.helpers import form, make_image, wait_for_status
-from tests.tls import (Pki, TlsProxy, nats_server_conf, nats_tls_block, operator_setup, redis_server_conf,
-                       server_ssl_context)
+from tests.faults.tcp_proxy import ToggleProxy
+from tests.tls import (Pki, nats_server_conf, nats_tls_block, operator_setup, redis_server_conf,
+                       server_ssl_context, tls_proxy)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,9 +29,9 @@ KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/pixq-test-key"
 
 
 @pytest.fixture
-def https_s3(s3_endpoint: str, pki: Pki) -> TlsProxy:
+def https_s3(s3_endpoint: str, pki: Pki) -> ToggleProxy:
     """HTTPS in front of moto, with a certificate from the test CA."""
-    proxy = TlsProxy(s3_endpoint, server_ssl_context(pki)).start()
+    proxy = tls_proxy(s3_endpoint, server_ssl_context(pki)).start()
     yield proxy
     proxy.stop()
 
@@ -78,7 +79,7 @@ async def test_private_ca_and_sse_kms_over_https(make_settings, s3_endpoint, htt
     objects = encryption_of_every_object(s3_endpoint, settings.bucket_name)
     assert len(objects) >= 2, objects
     assert set(objects.values()) == {("aws:kms", KMS_KEY)}, objects
-    assert https_s3.handshakes > 0
+    assert https_s3.accepted > 0
     # Download links point at the HTTPS endpoint, and the same CA verifies them.
     url = status["result"]["url"]
     assert url.startswith(f"https://{https_s3.endpoint}/"), url

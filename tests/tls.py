@@ -4,7 +4,6 @@ and TLS, NATS operator-mode JWTs, Redis with passwords/ACL users and TLS, and a 
 Everything binds 127.0.0.1 on free ports and lives in the test's temp directory.
 """
 
-import asyncio
 import base64
 import datetime
 import hashlib
@@ -12,7 +11,6 @@ import ipaddress
 import json
 import os
 import ssl
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.faults.tcp_proxy import ToggleProxy
 from tests.servers import ServerProcess, free_port
 
 # --- PKI ---------------------------------------------------------------------------
@@ -223,7 +222,7 @@ def redis_server_conf(tmp: Path, lines: list[str], name: str = "redis", tls: Pki
     port = free_port()
     data = tmp / f"{name}-data"
     data.mkdir(parents=True, exist_ok=True)
-    conf = [f"bind 127.0.0.1", f"dir {data}", 'save ""', "appendonly no"]
+    conf = ["bind 127.0.0.1", f"dir {data}", 'save ""', "appendonly no"]
     if tls:
         conf += ["port 0", f"tls-port {port}", f"tls-cert-file {tls.server_cert}", f"tls-key-file {tls.server_key}",
                  f"tls-ca-cert-file {tls.ca}", f"tls-auth-clients {'yes' if auth_clients else 'no'}"]
@@ -237,73 +236,8 @@ def redis_server_conf(tmp: Path, lines: list[str], name: str = "redis", tls: Pki
 # --- TLS in front of a plain TCP service ------------------------------------------------
 
 
-class TlsProxy:
-    """Terminates TLS (test certificate) and forwards bytes to a plain upstream: an HTTPS
-    endpoint for moto's S3. Runs its own event loop in a thread, so synchronous clients
-    (the minio SDK in worker threads, boto3 in the test) can use it alike."""
-
-    def __init__(self, upstream: str, context: ssl.SSLContext) -> None:
-        host, _, port = upstream.rpartition(":")
-        self.upstream = (host, int(port))
-        self.context = context
-        self.port = free_port()
-        self.handshakes = 0
-        """TLS connections accepted (proof that clients really came through TLS)."""
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tls-proxy", daemon=True)
-        self._tasks: set[asyncio.Task] = set()
-
-    @property
-    def endpoint(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> "TlsProxy":
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("TLS proxy did not start")
-        return self
-
-    def stop(self) -> None:
-        async def shutdown() -> None:
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.context))
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.handshakes += 1
-        self._tasks.add(asyncio.current_task())
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.close()
-            return
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                try:
-                    dst.close()
-                except (OSError, RuntimeError):
-                    pass
-
-        try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        finally:
-            self._tasks.discard(asyncio.current_task())
+def tls_proxy(upstream: str, context: ssl.SSLContext) -> ToggleProxy:
+    """Terminates TLS (test certificate) in front of a plain ``host:port`` upstream: an HTTPS
+    endpoint for moto's S3. ``accepted`` counts the TLS connections clients made."""
+    host, _, port = upstream.rpartition(":")
+    return ToggleProxy(host, int(port), tls=context)

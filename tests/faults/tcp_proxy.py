@@ -2,19 +2,24 @@
 connection and closes each new one as soon as it is accepted, or (``swallow_replies()``)
 keeps connections open but silently drops everything the upstream sends back (a request
 arrives, its answer never does: a lost ack). ``reset()`` closes every open connection and
-forwards normally again. Runs its own event loop in a thread, so processes under test and
-synchronous callers can use it alike."""
+forwards normally again. With ``tls``, it terminates TLS with that context in front of a
+plain upstream (an HTTPS endpoint for moto's S3). Runs its own event loop in a thread, so
+processes under test and synchronous callers can use it alike."""
 
 import asyncio
+import ssl
 import threading
 
 from tests.servers import free_port
 
 
 class ToggleProxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, tls: ssl.SSLContext | None = None) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.tls = tls
         self.port = free_port()
+        self.accepted = 0
+        """Connections accepted (with ``tls``, after the handshake: proof clients came through TLS)."""
         self.forwarding = True
         self.swallowing = False
         self.swallowed = 0
@@ -85,11 +90,12 @@ class ToggleProxy:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port))
+            asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.tls))
         self._ready.set()
         self._loop.run_forever()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         if not self.forwarding:
             self.refused += 1
             writer.close()
@@ -109,10 +115,13 @@ class ToggleProxy:
                         continue
                     dst.write(data)
                     await dst.drain()
-            except (ConnectionError, OSError):
+            except OSError:  # ConnectionError and ssl.SSLError included
                 pass
             finally:
-                dst.close()
+                try:
+                    dst.close()
+                except (OSError, RuntimeError):  # a TLS transport already torn down
+                    pass
 
         await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
         self._writers.difference_update((writer, up_writer))
