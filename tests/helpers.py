@@ -40,3 +40,12 @@ async def wait_for_status(client: TestClient, job_id: str, statuses: set[str] = 
             return body
         await asyncio.sleep(0.05)
     raise AssertionError(f"job {job_id} did not reach {statuses} in {timeout}s; saw {seen}")
+
+
+async def resize_completes(client: TestClient, **fields) -> dict:
+    """Submit a small resize (120x90 to width 40) and await its completed status."""
+    response = await client.post("/api/v1/resize", data=form(make_image(120, 90), width=40, **fields))
+    assert response.status == 202, await response.text()
+    status = await wait_for_status(client, (await response.json())["job_id"])
+    assert status["status"] == "completed", status
+    return status

@@ -18,7 +18,7 @@ from pixq.deps import Dependencies
 from pixq.settings import Settings
 from pixq.transport import NatsPlaintextRefused, nats_connect_options, split_nats_credentials
 from tests.conftest import running_api, running_worker
-from tests.helpers import form, make_image, wait_for_status
+from tests.helpers import resize_completes
 from tests.servers import free_port
 from tests.tls import nats_server_conf, nats_tls_block, new_nkey, operator_setup
 
@@ -253,10 +253,7 @@ async def test_job_completes_over_mutual_tls_with_jwt_credentials(tmp_path, redi
                                 nats_tls_ca_file=pki.ca, nats_tls_cert_file=pki.client_cert,
                                 nats_tls_key_file=pki.client_key)
         async with running_api(settings) as api, running_worker(settings):
-            response = await api.post("/api/v1/resize", data=form(make_image(120, 90), width=40))
-            assert response.status == 202, await response.text()
-            status = await wait_for_status(api, (await response.json())["job_id"])
-            assert status["status"] == "completed", status
+            await resize_completes(api)
             ready = await api.get("/health/ready")
             assert ready.status == 200 and (await ready.json())["checks"]["nats"] is True
         # Same server, the TLS material but no JWT: refused.

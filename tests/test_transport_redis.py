@@ -9,7 +9,7 @@ from pixq.errors import ErrorCode, PixqError
 from pixq.settings import Settings, load_settings
 from pixq.status import StatusStore
 from tests.conftest import running_api, running_worker
-from tests.helpers import form, make_image, wait_for_status
+from tests.helpers import form, make_image, resize_completes
 from tests.tls import redis_server_conf
 
 pytestmark = pytest.mark.timeout(60)
@@ -114,10 +114,7 @@ async def test_api_and_worker_over_tls_with_acl_user_and_refused_password(tmp_pa
         settings = make_settings("local", redis_url=f"rediss://pixq:s3cr%40t%2Fpw@127.0.0.1:{server.port}/0",
                                  redis_tls_ca_file=pki.ca)
         async with running_api(settings) as api, running_worker(settings):
-            response = await api.post("/api/v1/resize", data=form(make_image(120, 90), width=40))
-            assert response.status == 202, await response.text()
-            status = await wait_for_status(api, (await response.json())["job_id"])
-            assert status["status"] == "completed", status
+            await resize_completes(api)
             assert (await api.get("/health/ready")).status == 200
 
         wrong = settings.model_copy(update={"redis_url": f"rediss://pixq:wrong@127.0.0.1:{server.port}/0"})

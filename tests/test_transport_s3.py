@@ -18,7 +18,7 @@ from pixq.errors import ErrorCode, PixqError
 from pixq.settings import Settings, load_settings
 from pixq.storage import S3Storage
 from tests.conftest import running_api, running_worker
-from tests.helpers import form, make_image, wait_for_status
+from tests.helpers import resize_completes
 from tests.faults.tcp_proxy import ToggleProxy
 from tests.tls import (Pki, nats_server_conf, nats_tls_block, operator_setup, redis_server_conf,
                        server_ssl_context, tls_proxy)
@@ -55,11 +55,7 @@ def encryption_of_every_object(s3_endpoint: str, bucket: str) -> dict[str, tuple
 
 async def run_one_job(settings: Settings) -> dict:
     async with running_api(settings) as api, running_worker(settings):
-        response = await api.post("/api/v1/resize", data=form(make_image(120, 90), width=40, format="webp"))
-        assert response.status == 202, await response.text()
-        status = await wait_for_status(api, (await response.json())["job_id"])
-        assert status["status"] == "completed", status
-        return status
+        return await resize_completes(api, format="webp")
 
 
 async def test_sse_s3_on_every_write(make_settings, s3_endpoint):

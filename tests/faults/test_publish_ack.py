@@ -32,6 +32,19 @@ def proxy(nats):
     proxy.stop()
 
 
+@pytest.fixture
+async def publisher(proxy, tmp_path):
+    """A NATS client (and its JetStream context, streams in place) connected through ``proxy``."""
+    settings = Settings(nats_url=f"nats://{proxy.endpoint}", storage_dir=tmp_path / "storage")
+    nc = await queue.connect(settings, name="test-publisher")
+    js = nc.jetstream()
+    try:
+        await queue.ensure_streams(js, settings)
+        yield nc, js
+    finally:
+        await queue.close(nc)
+
+
 def job_message() -> JobMessage:
     return JobMessage(job_id=str(uuid.uuid4()), type=JobType.RESIZE,
                       spec=PipelineSpec(variants=[Variant(name="default", width=16)]),
@@ -43,65 +56,53 @@ async def stored_sequence(probe: JetStreamProbe) -> int:
     return (await probe.state(names.JOBS_STREAM)).last_seq
 
 
-async def test_publish_job_resolves_a_lost_ack_with_the_duplicate_flag(nats, proxy, tmp_path):
-    settings = Settings(nats_url=f"nats://{proxy.endpoint}", storage_dir=tmp_path / "storage")
-    nc = await queue.connect(settings, name="test-publisher")
-    js = nc.jetstream()
-    try:
-        await queue.ensure_streams(js, settings)
-        async with JetStreamProbe(nats.port) as probe:
-            # Clean case: an ack, no duplicate.
-            first = await queue.publish_job(js, job_message())
-            assert first.duplicate is not True and first.seq == 1
+async def test_publish_job_resolves_a_lost_ack_with_the_duplicate_flag(nats, proxy, publisher):
+    nc, js = publisher
+    async with JetStreamProbe(nats.port) as probe:
+        # Clean case: an ack, no duplicate.
+        first = await queue.publish_job(js, job_message())
+        assert first.duplicate is not True and first.seq == 1
 
-            # The ack of the next publish is lost on the way back.
-            proxy.swallow_replies()
-            message = job_message()
-            publishing = asyncio.create_task(queue.publish_job(js, message))
-            async def second_stored():
-                return await stored_sequence(probe) >= 2
-            await wait_until(second_stored, 10, "the publish to be stored", interval=0.02)
-            assert await stored_sequence(probe) == 2
-            proxy.reset()  # the connection breaks; the client reconnects and sends the message again
-            ack = await asyncio.wait_for(publishing, queue.PUBLISH_TIMEOUT_SECONDS + queue.PUBLISH_CONFIRM_SECONDS)
-            assert ack.duplicate is True and ack.seq == 2, ack
-            assert await stored_sequence(probe) == 2, "the job was stored twice"
-            stored = JobMessage.model_validate_json((await probe.js.get_msg(names.JOBS_STREAM, 2)).data)
-            assert stored.job_id == message.job_id
+        # The ack of the next publish is lost on the way back.
+        proxy.swallow_replies()
+        message = job_message()
+        publishing = asyncio.create_task(queue.publish_job(js, message))
+        async def second_stored():
+            return await stored_sequence(probe) >= 2
+        await wait_until(second_stored, 10, "the publish to be stored", interval=0.02)
+        assert await stored_sequence(probe) == 2
+        proxy.reset()  # the connection breaks; the client reconnects and sends the message again
+        ack = await asyncio.wait_for(publishing, queue.PUBLISH_TIMEOUT_SECONDS + queue.PUBLISH_CONFIRM_SECONDS)
+        assert ack.duplicate is True and ack.seq == 2, ack
+        assert await stored_sequence(probe) == 2, "the job was stored twice"
+        stored = JobMessage.model_validate_json((await probe.js.get_msg(names.JOBS_STREAM, 2)).data)
+        assert stored.job_id == message.job_id
 
-            # No answer at all, however long we ask: unconfirmed (though it was in fact stored).
-            proxy.swallow_replies()
-            started = time.monotonic()
-            with pytest.raises(queue.PublishUnconfirmed) as refused:
-                await queue.publish_job(js, job_message())
-            waited = time.monotonic() - started
-            assert refused.value.code.value == "QUEUE_UNAVAILABLE" and refused.value.http_status == 503
-            bound = queue.PUBLISH_TIMEOUT_SECONDS + queue.PUBLISH_CONFIRM_SECONDS
-            assert bound - 0.5 <= waited <= bound + 3, waited
-            assert await stored_sequence(probe) == 3
-            proxy.reset()
-    finally:
-        await queue.close(nc)
-
-
-async def test_publish_while_disconnected_is_refused_at_once_and_never_sent_later(nats, proxy, tmp_path):
-    settings = Settings(nats_url=f"nats://{proxy.endpoint}", storage_dir=tmp_path / "storage")
-    nc = await queue.connect(settings, name="test-publisher")
-    js = nc.jetstream()
-    try:
-        await queue.ensure_streams(js, settings)
-        proxy.down()
-        await wait_until(lambda: asyncio.sleep(0, not nc.is_connected), 10, "the client to notice")
-        with pytest.raises(queue.PixqError) as refused:
+        # No answer at all, however long we ask: unconfirmed (though it was in fact stored).
+        proxy.swallow_replies()
+        started = time.monotonic()
+        with pytest.raises(queue.PublishUnconfirmed) as refused:
             await queue.publish_job(js, job_message())
-        assert not isinstance(refused.value, queue.PublishUnconfirmed)
-        proxy.up()
-        await wait_until(lambda: asyncio.sleep(0, nc.is_connected), 10, "the client to reconnect")
-        await nc.flush()
-        async with JetStreamProbe(nats.port) as probe:
-            assert await stored_sequence(probe) == 0
-    finally:
-        await queue.close(nc)
+        waited = time.monotonic() - started
+        assert refused.value.code.value == "QUEUE_UNAVAILABLE" and refused.value.http_status == 503
+        bound = queue.PUBLISH_TIMEOUT_SECONDS + queue.PUBLISH_CONFIRM_SECONDS
+        assert bound - 0.5 <= waited <= bound + 3, waited
+        assert await stored_sequence(probe) == 3
+        proxy.reset()
+
+
+async def test_publish_while_disconnected_is_refused_at_once_and_never_sent_later(nats, proxy, publisher):
+    nc, js = publisher
+    proxy.down()
+    await wait_until(lambda: asyncio.sleep(0, not nc.is_connected), 10, "the client to notice")
+    with pytest.raises(queue.PixqError) as refused:
+        await queue.publish_job(js, job_message())
+    assert not isinstance(refused.value, queue.PublishUnconfirmed)
+    proxy.up()
+    await wait_until(lambda: asyncio.sleep(0, nc.is_connected), 10, "the client to reconnect")
+    await nc.flush()
+    async with JetStreamProbe(nats.port) as probe:
+        assert await stored_sequence(probe) == 0
 
 
 async def test_api_answers_202_once_when_the_ack_is_lost(make_stack, http, nats, proxy):
