@@ -12,7 +12,7 @@ from tests.faults.harness import accepted, metric, wait_job, wait_until
 from tests.stack import Stack, stack_env
 
 ROUTES = [
-    ("POST", "/api/v1/resize"), ("POST", "/api/v1/crop"), ("POST", "/api/v1/jobs"),
+    ("POST", "/api/v1/resize"), ("POST", "/api/v1/crop"), ("POST", "/api/v1/jobs"), ("GET", "/api/v1/jobs"),
     ("GET", "/api/v1/jobs/{job_id}"), ("GET", "/api/v1/dlq"), ("DELETE", "/api/v1/dlq"),
     ("POST", "/api/v1/dlq/replay"), ("GET", "/api/v1/dlq/{job_id}"), ("POST", "/api/v1/dlq/{job_id}/replay"),
     ("DELETE", "/api/v1/dlq/{job_id}"), ("GET", "/files/{key}"), ("GET", "/health/live"),
@@ -67,11 +67,15 @@ def test_fresh_processes_export_every_counter_series_at_zero(stack):
 
 async def test_backlog_counts_jobs_waiting_and_jobs_held_by_a_worker(stack):
     """pixq_queue_backlog_messages = num_pending + num_ack_pending: with one worker slot busy on a
-    slow job, the backlog is one more than the jobs nobody has taken yet."""
+    slow job, the backlog is one more than the jobs nobody has taken yet.
+
+    Four slow jobs (~5 s each here), not two: the gauges are sampled every 5 s, so with two the
+    only window in which one is held and one waits is a single job long and a sample can miss it;
+    with four it spans three jobs, at least two samples."""
     stack.start_api()
     worker = stack.start_worker()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        jobs = [await accepted(http, stack.api_url, "slow") for _ in range(2)]
+        jobs = [await accepted(http, stack.api_url, "slow") for _ in range(4)]
 
         async def one_held_two_waiting():
             backlog = await metric(http, worker, "pixq_queue_backlog_messages")
@@ -85,4 +89,4 @@ async def test_backlog_counts_jobs_waiting_and_jobs_held_by_a_worker(stack):
             return await metric(http, worker, "pixq_queue_backlog_messages") == 0
         await wait_until(drained, 15, "the backlog gauge back at 0")
         completed = await metric(http, worker, "pixq_worker_jobs_total", 'outcome="completed"')
-        assert completed == 2
+        assert completed == 4
