@@ -8,6 +8,7 @@ import structlog
 from aiohttp import web
 
 from api.context import CONTEXT, ApiContext
+from api.events_hub import EVENTS_HUB, EventHub, end_streams
 from api.metrics import seed_series
 from api.middleware import IN_FLIGHT, InFlight, authenticate, observe
 from api.routes import setup_routes
@@ -51,12 +52,22 @@ def create_app(settings: Settings) -> web.Application:
         deps = await Dependencies.open(settings, client_name="pixq-api")
         app[CONTEXT] = ApiContext(settings=settings, limits=Limits.from_settings(settings), deps=deps,
                                   tenants=tenants)
+        hub = EventHub(deps.js)
+        try:
+            await hub.start()
+        except BaseException:
+            await deps.close()
+            raise
+        app[EVENTS_HUB] = hub
         log.info("api_started", host=settings.api_host, port=settings.api_port,
                  storage=settings.storage_type, tenants=len(tenants.tenants))
         yield
+        await hub.stop()
         await deps.close()
 
     app.cleanup_ctx.append(dependencies)
+    # Before aiohttp waits for open requests to finish: SSE streams end, long-polls answer.
+    app.on_shutdown.append(end_streams)
     setup_routes(app)
     seed_series(app, tenants.names(), [job_type.value for job_type in JobType])
     return app

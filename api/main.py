@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from api.app import create_app
+from api.events_hub import end_streams
 from api.middleware import IN_FLIGHT
 from pixq.settings import Settings, load_settings
 from pixq.telemetry import configure_logging
@@ -33,6 +34,7 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
 
     listener.close()
+    await end_streams(app)  # SSE streams end and long-polls answer now: clients reconnect elsewhere
     in_flight = app[IN_FLIGHT]
     log.info("api_draining", in_flight=in_flight.count, grace_seconds=settings.api_shutdown_grace)
     try:

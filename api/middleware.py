@@ -10,7 +10,9 @@ from aiohttp import web
 from api.context import context
 from api.metrics import REQUEST_SECONDS, REQUESTS
 from api.params import is_utf8
+from pixq import stream_tokens
 from pixq.errors import ErrorCode, PixqError
+from pixq.stream_tokens import StreamGrant
 from pixq.tenants import Tenant
 
 log = structlog.get_logger("pixq.api")
@@ -39,6 +41,10 @@ TENANT = web.RequestKey("tenant", Tenant)
 """The caller's tenant, set by ``authenticate`` on every /api/v1 request."""
 ADMIN_PREFIXES = ("/api/v1/dlq",)
 """Routes only an admin tenant may call (once any key is configured)."""
+SSE_ROUTES = frozenset({"/api/v1/jobs/{job_id}/events", "/api/v1/events"})
+"""The only routes that accept ``?access_token=`` (a stream token) instead of the Authorization header."""
+STREAM_GRANT = web.RequestKey("stream_grant", StreamGrant)
+"""Set when the request was authenticated by a stream token: the handler checks its job binding."""
 
 _HTTP_CODES = {400: ErrorCode.INVALID_REQUEST, 401: ErrorCode.UNAUTHORIZED, 403: ErrorCode.FORBIDDEN,
                404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
@@ -109,7 +115,9 @@ async def authenticate(request: web.Request, handler) -> web.StreamResponse:
     With no key configured at all, every caller is the open ``default`` tenant (admin role).
     Once any key exists, a missing or unknown key is 401, and an admin route called with a
     user key is 403 — also when no admin key is configured, so the DLQ never opens by accident.
-    Only the tenant's name is logged, never the key."""
+    The two SSE routes (SSE_ROUTES, only those) also accept a stream token in
+    ``?access_token=`` (pixq.stream_tokens: browsers' EventSource cannot send headers).
+    Only the tenant's name is logged, never the key or the token."""
     route = _route_name(request)
     target = request.path if route == "unmatched" else route  # the matched route: no spelling slips past
     if not target.startswith("/api/v1"):
@@ -117,6 +125,8 @@ async def authenticate(request: web.Request, handler) -> web.StreamResponse:
     tenants = context(request).tenants
     if tenants.open:
         tenant = tenants.open_tenant()
+    elif target in SSE_ROUTES and "access_token" in request.query and "Authorization" not in request.headers:
+        tenant = _stream_token_tenant(request)
     else:
         tenant = tenants.authenticate(_bearer(request))
         if tenant is None:
@@ -126,3 +136,16 @@ async def authenticate(request: web.Request, handler) -> web.StreamResponse:
         raise PixqError(ErrorCode.FORBIDDEN, "this route needs an admin key")
     request[TENANT] = tenant
     return await handler(request)
+
+
+def _stream_token_tenant(request: web.Request) -> Tenant:
+    """The tenant a stream token speaks for, if it is genuine, unexpired, and that tenant
+    still exists with the same role; 401 otherwise."""
+    ctx = context(request)
+    grant = stream_tokens.verify(ctx.settings.signing_key(), request.query["access_token"])
+    tenant = ctx.tenants.tenants.get(grant.tenant) if grant else None
+    if grant is None or tenant is None or tenant.role.value != grant.role:
+        raise PixqError(ErrorCode.UNAUTHORIZED, "access_token is invalid or expired; request a new one "
+                        "(POST /api/v1/events/token)")
+    request[STREAM_GRANT] = grant
+    return tenant

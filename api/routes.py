@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from api.handlers import dlq, jobs, system
+from api.handlers import batches, deliveries, dlq, events, jobs, system
 
 
 def setup_routes(app: web.Application) -> None:
@@ -10,7 +10,14 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/crop", jobs.submit_crop)
     app.router.add_post("/api/v1/jobs", jobs.submit_pipeline)
     app.router.add_get("/api/v1/jobs", jobs.list_jobs)
+    app.router.add_post("/api/v1/jobs/batch", batches.submit_batch)
     app.router.add_get("/api/v1/jobs/{job_id}", jobs.get_job)
+    app.router.add_get("/api/v1/jobs/{job_id}/events", events.job_events)
+    app.router.add_get("/api/v1/jobs/{job_id}/deliveries", deliveries.job_deliveries)
+    app.router.add_get("/api/v1/events", events.tenant_events)
+    app.router.add_post("/api/v1/events/token", events.create_token)
+    app.router.add_get("/api/v1/batches/{batch_id}", batches.get_batch)
+    app.router.add_get("/api/v1/batches/{batch_id}/deliveries", deliveries.batch_deliveries)
     app.router.add_get("/api/v1/dlq", dlq.list_dead)
     app.router.add_post("/api/v1/dlq/replay", dlq.replay_many)
     app.router.add_delete("/api/v1/dlq", dlq.purge_all)

@@ -15,7 +15,7 @@ from api.context import ApiContext
 from api.metrics import JOBS_SUBMITTED
 from api.params import is_utf8
 from api.uploads import SubmitRequest
-from pixq import names
+from pixq import events, lifecycle, names
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType
 from pixq.queue import PublishUnconfirmed, publish_job
@@ -75,14 +75,17 @@ async def _store_upload(ctx: ApiContext, submit: SubmitRequest, spec: PipelineSp
 
 
 async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, tenant: Tenant, request_id: str,
-                     idempotency_key: str | None) -> Accepted:
-    """Run the whole submit for ``tenant``; raises PixqError (4xx for the client's mistakes, 503 for outages)."""
+                     idempotency_key: str | None, callback_url: str | None = None, batch_id: str | None = None,
+                     job_id: str | None = None) -> Accepted:
+    """Run the whole submit for ``tenant``; raises PixqError (4xx for the client's mistakes, 503 for outages).
+
+    A batch reserves its items' ``job_id`` before accepting them (pixq.batches)."""
     spec = to_pipeline(job_type, submit.parameters)
     if idempotency_key:
         existing = await ctx.deps.status.idempotent_job(tenant.name, idempotency_key)
         if existing:
             return Accepted(existing, replayed=True)
-    job_id = str(uuid.uuid4())
+    job_id = job_id or str(uuid.uuid4())
     job_log = log.bind(job_id=job_id, request_id=request_id, tenant=tenant.name)
     uploaded_key = None
     claimed = False
@@ -100,10 +103,14 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
             if winner:
                 raise _LostRace(winner)
             claimed = True
-        record = await ctx.deps.status.create(job_id, job_type.value, tenant.name, request_id)
+        record = await ctx.deps.status.create(job_id, job_type.value, tenant.name, request_id,
+                                              callback_url=callback_url, batch_id=batch_id)
         created = True
+        # Sent ahead of the job's message, so the queued event precedes every worker's event;
+        # confirmed once the job is accepted (events.send_job_event_ahead).
+        await events.send_job_event_ahead(ctx.deps.nc, record)
         message = JobMessage(job_id=job_id, type=job_type, tenant=tenant.name, spec=spec,
-                             input=JobInput(storage_key=storage_key),
+                             input=JobInput(storage_key=storage_key), callback_url=callback_url, batch_id=batch_id,
                              metadata=JobMetadata(created_at=record["created_at"], request_id=request_id))
         try:
             await publish_job(ctx.deps.js, message)
@@ -126,6 +133,10 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
         if isinstance(exc, PixqError) and exc.http_status >= 500:
             job_log.warning("submit_rolled_back", error_code=exc.code.value, error=exc.message)
         raise
+    try:
+        await lifecycle.announce(ctx.deps.js, ctx.deps.status, record)
+    except PixqError as exc:  # the job is queued all the same; its later events will follow
+        job_log.warning("event_not_published", status=JobStatus.QUEUED.value, error=exc.message)
     JOBS_SUBMITTED.labels(job_type.value, tenant.name).inc()
     job_log.info("job_accepted", type=job_type.value, storage_key=storage_key)
     return Accepted(job_id, replayed=False)
@@ -136,11 +147,19 @@ async def _leave_unconfirmed(ctx: ApiContext, job_id: str) -> bool:
     mark the job failed rather than deleting it, so a worker receiving it skips it unrun.
     False when a worker's status is already ahead: the message did land, the job is running."""
     try:
-        return await ctx.deps.status.advance(
+        record = await ctx.deps.status.advance(
             job_id, 0, 0, JobStatus.FAILED, error_code=ErrorCode.QUEUE_UNAVAILABLE.value,
             error="not accepted: the queue did not confirm the submit (the client got 503)")
     except PixqError:
         return True  # Redis down as well: nothing can stop a late message (docs/reliability.md)
+    if record is None:
+        return False
+    if ctx.deps.nc.is_connected:
+        try:
+            await lifecycle.announce(ctx.deps.js, ctx.deps.status, record)
+        except PixqError:
+            pass  # NATS is what failed: the queued event then stays the job's last one
+    return True
 
 
 class _LostRace(Exception):

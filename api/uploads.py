@@ -168,3 +168,157 @@ async def read_submit_request(request: web.Request, max_bytes: int,
         return await _read_json(request, content_type)
     raise PixqError(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
                     "send multipart/form-data with a 'file' part, or application/json with input.storage_key")
+
+
+# --- Batches (POST /api/v1/jobs/batch) ------------------------------------------------
+
+
+@dataclass
+class UploadedPart:
+    """One file part of a multipart batch: its temp file, or why it was refused. A refusal
+    (too large, empty) concerns only the items naming this part, so it is kept, not raised."""
+
+    path: Path | None
+    content_type: str = "application/octet-stream"
+    error: PixqError | None = None
+
+
+@dataclass
+class BatchRequest:
+    """A batch's JSON object and, for a multipart batch, its file parts by part name."""
+
+    document: dict[str, Any]
+    files: dict[str, UploadedPart] | None = None
+    """None for a JSON batch (items can then only name a storage_key)."""
+
+    def discard(self) -> None:
+        """Delete every temp file: called once every item was accepted or refused."""
+        for part in (self.files or {}).values():
+            if part.path is not None:
+                part.path.unlink(missing_ok=True)
+
+
+async def read_batch_request(request: web.Request, max_file_bytes: int, max_total_bytes: int,
+                             max_files: int, document_part: str = "jobs") -> BatchRequest:
+    """Parse a batch: ``application/json`` (the object itself), or ``multipart/form-data`` with
+    a ``jobs`` part holding that object plus file parts that items name by part name.
+
+    File parts are streamed to temp files exactly like a single upload (chunked, nothing held
+    in memory), each held to ``max_file_bytes`` (MAX_INPUT_BYTES); an oversized or empty part
+    is drained and recorded as that part's error, so the other items still go through. The
+    whole body is held to ``max_total_bytes``: crossing it is a 413 for the request, since
+    aiohttp's client_max_size does not apply to a streamed multipart body."""
+    content_type = request.headers.get("Content-Type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type == "application/json":
+        raw = await request.read()  # over client_max_size: aiohttp's 413, rendered as PAYLOAD_TOO_LARGE
+        return BatchRequest(_json_object(_decode_text(raw, _charset(content_type)), "body"))
+    if media_type != "multipart/form-data":
+        raise PixqError(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                        f"send application/json, or multipart/form-data with a {document_part!r} part")
+    batch = BatchRequest(document={}, files={})
+    budget = _Budget(max_total_bytes)
+    document = None
+    try:
+        with _malformed_multipart():
+            reader = await request.multipart()
+        while True:
+            with _malformed_multipart():
+                part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise PixqError(ErrorCode.INVALID_REQUEST, "nested multipart bodies are not supported")
+            if not part.name:
+                raise PixqError(ErrorCode.INVALID_REQUEST, "every part needs a name")
+            if part.name == document_part:
+                if document is not None:
+                    raise PixqError(ErrorCode.INVALID_REQUEST, f"send exactly one {document_part!r} part")
+                document = await _read_document_part(part, budget)
+                continue
+            if part.name in batch.files:
+                raise PixqError(ErrorCode.INVALID_REQUEST, f"two parts are named {part.name!r}")
+            if len(batch.files) >= max_files:
+                raise PixqError(ErrorCode.INVALID_PARAMETERS, f"at most {max_files} file parts per batch")
+            batch.files[part.name] = await _stream_part(part, max_file_bytes, budget)
+    except BaseException:
+        batch.discard()
+        raise
+    if document is None:
+        batch.discard()
+        raise PixqError(ErrorCode.INVALID_REQUEST, f"multipart batches need a {document_part!r} part (JSON)")
+    batch.document = document
+    return batch
+
+
+class _Budget:
+    """Bytes left for the whole multipart body."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, count: int) -> None:
+        self.used += count
+        if self.used > self.limit:
+            raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE, f"batch body is larger than {self.limit} bytes")
+
+
+def _decode_text(raw: bytes, charset: str) -> str:
+    try:
+        return raw.decode(charset)
+    except UnicodeDecodeError:
+        raise PixqError(ErrorCode.INVALID_REQUEST, f"body is not valid {charset[:40]!r}") from None
+    except (LookupError, ValueError):
+        raise PixqError(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                        f"unsupported charset {charset[:40]!r}; send JSON as UTF-8") from None
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    document = _parse_json(text, what)
+    if not isinstance(document, dict):
+        raise PixqError(ErrorCode.INVALID_REQUEST, f"{what} must be a JSON object")
+    return document
+
+
+async def _read_document_part(part: BodyPartReader, budget: _Budget, max_bytes: int = 1024 * 1024) -> dict:
+    """The ``jobs`` part, read in chunks up to 1 MiB (the JSON form's own client_max_size)."""
+    data = bytearray()
+    with _malformed_multipart():
+        while chunk := await part.read_chunk(CHUNK_BYTES):
+            budget.take(len(chunk))
+            data += chunk
+            if len(data) > max_bytes:
+                raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE, f"the {part.name!r} part is larger than {max_bytes} bytes")
+        decoded = part.decode(bytes(data))
+    return _json_object(_decode_text(decoded, part.get_charset("utf-8")), f"part {part.name!r}")
+
+
+async def _stream_part(part: BodyPartReader, max_bytes: int, budget: _Budget) -> UploadedPart:
+    """One file part to a temp file; past ``max_bytes`` the rest is drained (and counted) so the
+    next parts can be read, and the part carries PAYLOAD_TOO_LARGE instead of a file."""
+    handle = tempfile.NamedTemporaryFile(prefix="pixq-upload-", delete=False)
+    path: Path | None = Path(handle.name)
+    written = 0
+    try:
+        with handle, _malformed_multipart():
+            while chunk := await part.read_chunk(CHUNK_BYTES):
+                budget.take(len(chunk))
+                written += len(chunk)
+                if path is not None and written > max_bytes:
+                    path.unlink(missing_ok=True)
+                    path = None
+                if path is not None:
+                    handle.write(chunk)
+    except BaseException:
+        if path is not None:
+            path.unlink(missing_ok=True)
+        raise
+    if path is None:
+        return UploadedPart(None, error=PixqError(ErrorCode.PAYLOAD_TOO_LARGE,
+                                                  f"part {part.name!r} is larger than MAX_INPUT_BYTES={max_bytes}"))
+    if written == 0:
+        path.unlink(missing_ok=True)
+        return UploadedPart(None, error=PixqError(ErrorCode.INVALID_REQUEST, f"part {part.name!r} is empty"))
+    content_type = part.headers.get("Content-Type", "").partition(";")[0].strip()
+    return UploadedPart(path, content_type if _MEDIA_TYPE.match(content_type) else "application/octet-stream")

@@ -205,6 +205,47 @@ Redis and the driver float on both cores.
 """
 
 
+def notifications_section(data: dict, targets: list) -> str:
+    latency, sse, hooks = data["latency"], data["sse"], data["webhooks"]
+    by_type = [[name, figures["count"], figures["p50"], figures["p99"]] for name, figures in latency["by_type_ms"].items()]
+    targets.append([f"SSE event latency at {latency['rate_target']:g} jobs/s (p99)", f"{latency['latency_ms']['p99']} ms",
+                    "measured (no target set)", ""])
+    targets.append([f"{sse['connections']} SSE connections on one API process: every event reached every one",
+                    str(sse["every_connection_got_every_event"]), _verdict(sse["every_connection_got_every_event"]), ""])
+    targets.append([f"webhooks after a {hooks['receiver_down_seconds']:g} s receiver outage: all delivered, ids unchanged",
+                    f"{hooks['delivered']}/{hooks['jobs']}, ids unchanged {hooks['webhook_ids_unchanged_across_attempts']}",
+                    _verdict(hooks["every_event_delivered"] and hooks["webhook_ids_unchanged_across_attempts"]), ""])
+    rss = sse["api_rss_mib"]
+    return f"""## 7. Notifications: SSE and webhooks
+
+{_conditions(data)}
+
+**Event latency.** One SSE client on `GET /api/v1/events` while {latency['jobs']} storage_key resize jobs
+(a 64x48 JPEG) were submitted at {latency['submit_rate']} jobs/s (target {latency['rate_target']:g}) to the
+local stack (1 API, 2 workers). Latency = arrival at the client − the status record's `updated_at`
+(set when the status write starts), same machine clock, millisecond resolution; {latency['events']} events.
+p50 **{latency['latency_ms']['p50']} ms**, p99 **{latency['latency_ms']['p99']} ms**, max {latency['latency_ms']['max']} ms.
+The last terminal event arrived {latency['seconds_to_last_terminal']} s after the first submit.
+
+{_table(["event", "count", "p50 ms", "p99 ms"], by_type)}
+
+**{sse['connections']} concurrent SSE connections on one API process** (`?status=completed`), opened in
+{sse['seconds_to_open_all']} s. API RSS: {rss['idle_no_stream']} MiB with no stream, {rss['with_streams']} MiB with
+all open ({sse['api_rss_kib_per_connection']} KiB per connection), {rss['after_events']} MiB after the events.
+API CPU while idle (heartbeats only): {sse['api_cpu_percent_idle']} % of one core. Then {sse['jobs']} jobs at
+{sse['rate']:g} jobs/s: {sse['events_fanned_out']} event deliveries, API CPU {sse['api_cpu_percent_while_fanning_out']} %
+({sse['api_cpu_us_per_event_delivered']} µs per event delivered); every connection got every event:
+**{sse['every_connection_got_every_event']}** (fewest on one connection: {sse['fewest_events_on_a_connection']}).
+
+**A webhook receiver down for {hooks['receiver_down_seconds']:g} s.** {hooks['jobs']} jobs with a `callback_url`
+were submitted while nothing listened on its port; the receiver started {hooks['receiver_down_seconds']:g} s later.
+Delivered: **{hooks['delivered']}/{hooks['jobs']}**, duplicates {hooks['duplicate_deliveries']}, `webhook-id`
+unchanged across attempts: **{hooks['webhook_ids_unchanged_across_attempts']}**; attempts per event
+{hooks['attempts_per_event']['min']}–{hooks['attempts_per_event']['max']}; the last delivery came
+{hooks['seconds_from_receiver_up_to_last_delivery']} s after the receiver was up ({hooks['backoff']}).
+"""
+
+
 def profile_section(data: dict) -> str:
     profile = data.get("profile")
     if not profile:
@@ -228,7 +269,7 @@ A frame's "self" share is time with that frame on top of the Python stack, which
 
 
 def write() -> None:
-    sections = {name: _load(name) for name in ("throughput", "thumbor", "api", "memory", "scaling")}
+    sections = {name: _load(name) for name in ("throughput", "thumbor", "api", "memory", "scaling", "notifications")}
     present = [d for d in sections.values() if d]
     if not present:
         return
@@ -250,6 +291,8 @@ def write() -> None:
         body.append(scaling_section(sections["scaling"]))
     if sections["throughput"]:
         body.append(profile_section(sections["throughput"]))
+    if sections["notifications"]:
+        body.append(notifications_section(sections["notifications"], targets))
     body.append("## Targets\n\n" + _table(["target", "measured", "verdict", "gap"], targets) + "\n")
     notes = BENCH / "notes.md"
     if notes.exists():

@@ -1,13 +1,19 @@
 """`pixq`: the command line over the HTTP API.
 
     pixq submit resize photo.jpg --width 512 --wait --output out.jpg
+    pixq submit resize photos/ --width 512 --output thumbs/      (a directory: batches + progress bar)
     pixq submit crop --key uploads/a.png --x 0 --y 0 --width 100 --height 100
     pixq submit job photo.jpg --spec '{"variants": [{"name": "thumb", "width": 128}]}'
     pixq status JOB_ID [--wait]
+    pixq watch JOB_ID                                             (one JSON line per event)
+    pixq ls [--status S] [--type T] [--limit N | --all] [--cursor C]
     pixq dlq ls | show JOB_ID | replay JOB_ID|--all [--error-code C] | purge JOB_ID|--all
 
-PIXQ_API_URL (default http://127.0.0.1:8080) and PIXQ_API_KEY configure it. Output is JSON.
-Exit status: 0 success, 1 the job failed, 2 a request was refused or the API is unreachable.
+PIXQ_API_URL (default http://127.0.0.1:8080) and PIXQ_API_KEY configure it. Output is JSON
+(JSON lines for watch, ls and directories). ``--wait`` and ``watch`` follow the job's SSE
+stream (pixq.cli_follow), polling only a server that has none.
+Exit status: 0 success, 1 a job failed (or a directory's file was refused), 2 a request was
+refused or the API is unreachable.
 """
 
 import argparse
@@ -15,63 +21,40 @@ import asyncio
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-TERMINAL = ("completed", "failed")
+from pixq.cli_batch import DEFAULT_BATCH_BYTES, MAX_BATCH_ITEMS, submit_directory
+from pixq.cli_client import CliError, Client
+from pixq.cli_follow import TERMINAL, follow_job
 
-
-class CliError(Exception):
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class Client:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, api_key: str) -> None:
-        self.session = session
-        self.base_url = base_url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-    async def call(self, method: str, path: str, **kwargs) -> Any:
-        headers = {**self.headers, **kwargs.pop("headers", {})}
-        try:
-            async with self.session.request(method, self.base_url + path, headers=headers, **kwargs) as response:
-                body = await response.json(content_type=None)
-        except (aiohttp.ClientError, OSError, json.JSONDecodeError) as exc:
-            raise CliError(f"cannot reach the pixq API at {self.base_url}: {exc}") from None
-        if response.status >= 400:
-            error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-            raise CliError(f"{response.status} {error.get('code', '')}: {error.get('message', body)}")
-        return body
-
-    async def wait(self, job_id: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = await self.call("GET", f"/api/v1/jobs/{job_id}")
-            if status["status"] in TERMINAL:
-                return status
-            if time.monotonic() > deadline:
-                raise CliError(f"job {job_id} is still {status['status']} after {timeout:g}s")
-            await asyncio.sleep(0.2)
-
-    async def download(self, url: str, target: Path) -> None:
-        if url.startswith("/"):
-            url = self.base_url + url
-        async with self.session.get(url) as response:
-            if response.status != 200:
-                raise CliError(f"download failed with HTTP {response.status}")
-            target.write_bytes(await response.read())
-
+__all__ = ["CliError", "Client", "TERMINAL", "amain", "build_parser", "main"]
 
 PARAMETERS = ("width", "height", "fit", "format", "quality", "x", "y", "gravity", "background", "enlarge")
+LIST_PAGE_MAX = 100
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in PARAMETERS if getattr(args, name, None) is not None}
+
+
+def _job_request(args: argparse.Namespace) -> dict[str, Any]:
+    """What a batch item asks: its type and parameters (or a pipeline's spec)."""
+    if args.kind == "job":
+        return {"type": "pipeline", "spec": json.loads(args.spec)}
+    return {"type": args.kind, "parameters": _parameters(args)}
+
+
+async def _wait(client: Client, job_id: str, timeout: float) -> dict:
+    """Follow the job to its end, then GET it: the answer carries fresh download URLs."""
+    try:
+        await asyncio.wait_for(follow_job(client, job_id), timeout)
+    except asyncio.TimeoutError:
+        status = await client.call("GET", f"/api/v1/jobs/{job_id}")
+        raise CliError(f"job {job_id} is still {status['status']} after {timeout:g}s") from None
+    return await client.call("GET", f"/api/v1/jobs/{job_id}")
 
 
 async def submit(client: Client, args: argparse.Namespace) -> dict:
@@ -80,22 +63,60 @@ async def submit(client: Client, args: argparse.Namespace) -> dict:
     spec = json.loads(args.spec) if args.kind == "job" else None
     if args.file:
         form = aiohttp.FormData()
-        form.add_field("file", open(args.file, "rb"), filename=Path(args.file).name)
-        if spec is not None:
-            form.add_field("spec", json.dumps(spec))
-        for name, value in _parameters(args).items():
-            form.add_field(name, str(value).lower() if isinstance(value, bool) else str(value))
-        accepted = await client.call("POST", path, data=form, headers=headers)
+        with open(args.file, "rb") as source:
+            form.add_field("file", source, filename=Path(args.file).name)
+            if spec is not None:
+                form.add_field("spec", json.dumps(spec))
+            if args.callback_url:
+                form.add_field("callback_url", args.callback_url)
+            for name, value in _parameters(args).items():
+                form.add_field(name, str(value).lower() if isinstance(value, bool) else str(value))
+            accepted = await client.call("POST", path, data=form, headers=headers)
     else:
-        parameters = spec if spec is not None else _parameters(args)
-        accepted = await client.call("POST", path, headers=headers,
-                                     json={"input": {"storage_key": args.key}, "parameters": parameters})
+        body: dict[str, Any] = {"input": {"storage_key": args.key},
+                                "parameters": spec if spec is not None else _parameters(args)}
+        if args.callback_url:
+            body["callback_url"] = args.callback_url
+        accepted = await client.call("POST", path, headers=headers, json=body)
     if not (args.wait or args.output):
         return accepted
-    status = await client.wait(accepted["job_id"], args.timeout)
+    status = await _wait(client, accepted["job_id"], args.timeout)
     if args.output and status["status"] == "completed":
         await client.download(status["result"]["url"], Path(args.output))
     return status
+
+
+async def watch(client: Client, args: argparse.Namespace) -> int:
+    def emit(envelope: dict) -> None:
+        print(json.dumps(envelope), flush=True)
+
+    try:
+        status = await asyncio.wait_for(follow_job(client, args.job_id, emit), args.timeout)
+    except asyncio.TimeoutError:
+        raise CliError(f"job {args.job_id} did not finish within {args.timeout:g}s") from None
+    return 0 if status["status"] == "completed" else 1
+
+
+async def list_jobs(client: Client, args: argparse.Namespace) -> None:
+    """JSON lines, newest first, following ``next_cursor`` until ``--limit`` jobs (or all)."""
+    remaining = None if args.all else args.limit
+    cursor = args.cursor
+    while remaining is None or remaining > 0:
+        query = {"limit": str(LIST_PAGE_MAX if remaining is None else min(LIST_PAGE_MAX, remaining))}
+        for name in ("status", "type", "created_after", "created_before", "tenant"):
+            if getattr(args, name, None):
+                query[name] = getattr(args, name)
+        if cursor:
+            query["cursor"] = cursor
+        page = await client.call("GET", "/api/v1/jobs", params=query)
+        for item in page["items"]:
+            print(json.dumps(item), flush=True)
+        if remaining is not None:
+            remaining -= len(page["items"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return
+    print(f"pixq: more jobs follow; continue with --cursor {cursor}", file=sys.stderr)
 
 
 async def dlq(client: Client, args: argparse.Namespace) -> Any:
@@ -119,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=os.environ.get("PIXQ_API_KEY", ""))
     commands = parser.add_subparsers(dest="command", required=True)
 
-    sub = commands.add_parser("submit", help="submit a resize, crop or pipeline job")
+    sub = commands.add_parser("submit", help="submit a resize, crop or pipeline job (or a directory of them)")
     sub.add_argument("kind", choices=["resize", "crop", "job"])
-    sub.add_argument("file", nargs="?", help="image to upload (or use --key)")
+    sub.add_argument("file", nargs="?", help="image to upload, or a directory of images (or use --key)")
     sub.add_argument("--key", help="storage_key of an object already in the bucket")
     for name in ("width", "height", "quality", "x", "y"):
         sub.add_argument(f"--{name}", type=int)
@@ -130,14 +151,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--enlarge", action="store_true", default=None)
     sub.add_argument("--spec", default='{"variants": [{"name": "default"}]}', help="pipeline spec JSON (job)")
     sub.add_argument("--idempotency-key")
+    sub.add_argument("--callback-url", help="webhook URL (for a directory: its batches' batch.completed)")
     sub.add_argument("--wait", action="store_true", help="wait for the job to finish")
-    sub.add_argument("--output", help="download the result here (implies --wait)")
+    sub.add_argument("--output", help="download the result here (implies --wait); a directory for a directory")
     sub.add_argument("--timeout", type=float, default=300.0)
+    sub.add_argument("--recursive", action="store_true", help="directory: include subdirectories")
+    sub.add_argument("--no-wait", action="store_true", help="directory: submit only, do not follow")
+    sub.add_argument("--batch-size", type=int, default=MAX_BATCH_ITEMS, help="directory: files per batch (≤100)")
+    sub.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES, help="directory: bytes per batch")
 
     status = commands.add_parser("status", help="show a job's status")
     status.add_argument("job_id")
     status.add_argument("--wait", action="store_true")
     status.add_argument("--timeout", type=float, default=300.0)
+
+    watching = commands.add_parser("watch", help="print a job's events as JSON lines until it ends")
+    watching.add_argument("job_id")
+    watching.add_argument("--timeout", type=float, default=None)
+
+    listing = commands.add_parser("ls", help="list jobs, newest first (JSON lines)")
+    listing.add_argument("--status", choices=["queued", "processing", "retrying", "completed", "failed"])
+    listing.add_argument("--type", choices=["resize", "crop", "pipeline"])
+    listing.add_argument("--created-after")
+    listing.add_argument("--created-before")
+    listing.add_argument("--tenant", help="admin keys: list one tenant")
+    listing.add_argument("--limit", type=int, default=20, help="how many jobs (default 20)")
+    listing.add_argument("--all", action="store_true", help="every job, following cursors to the end")
+    listing.add_argument("--cursor", help="continue after a previous listing")
 
     dead = commands.add_parser("dlq", help="inspect and replay the dead-letter queue (admin key)")
     dead.add_argument("action", choices=["ls", "show", "replay", "purge"])
@@ -149,34 +189,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def run(args: argparse.Namespace) -> tuple[Any, int]:
+def _print(result: Any) -> None:
+    print(json.dumps(result, indent=2), flush=True)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run one command (it prints its output); returns the exit status."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
         client = Client(session, args.api_url, args.api_key)
         if args.command == "submit":
             if bool(args.file) == bool(args.key):
-                raise CliError("give an image file or --key, not both")
+                raise CliError("give an image file (or directory) or --key, not both")
+            if args.file and not Path(args.file).exists():
+                raise CliError(f"no such file or directory: {args.file}")
+            if args.file and Path(args.file).is_dir():
+                if not 1 <= args.batch_size <= MAX_BATCH_ITEMS:
+                    raise CliError(f"--batch-size must be 1 to {MAX_BATCH_ITEMS}")
+                return await submit_directory(client, Path(args.file), _job_request(args), args)
             result = await submit(client, args)
         elif args.command == "status":
-            result = await (client.wait(args.job_id, args.timeout) if args.wait
+            result = await (_wait(client, args.job_id, args.timeout) if args.wait
                             else client.call("GET", f"/api/v1/jobs/{args.job_id}"))
+        elif args.command == "watch":
+            return await watch(client, args)
+        elif args.command == "ls":
+            await list_jobs(client, args)
+            return 0
         else:
             if args.action in ("show",) and not args.job_id:
                 raise CliError("dlq show needs a JOB_ID")
             if args.action in ("replay", "purge") and not (args.job_id or args.all):
                 raise CliError(f"dlq {args.action} needs a JOB_ID or --all")
             result = await dlq(client, args)
-    failed = isinstance(result, dict) and result.get("status") == "failed"
-    return result, 1 if failed else 0
+    _print(result)
+    return 1 if isinstance(result, dict) and result.get("status") == "failed" else 0
+
+
+async def amain(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run it; errors are printed to stderr. (In-process entry for tests.)"""
+    args = build_parser().parse_args(argv)
+    try:
+        return await run(args)
+    except CliError as exc:
+        print(f"pixq: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except json.JSONDecodeError as exc:
+        print(f"pixq: --spec is not valid JSON: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
     try:
-        result, code = asyncio.run(run(args))
-    except CliError as exc:
-        print(f"pixq: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-    print(json.dumps(result, indent=2))
+        code = asyncio.run(amain(argv))
+    except KeyboardInterrupt:
+        code = 130
     raise SystemExit(code)
 
 

@@ -14,11 +14,15 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from pixq import names
+import structlog
+
+from pixq import lifecycle, names
 from pixq.errors import ErrorCode, PixqError, describe
 from pixq.jobs import JobMessage
 from pixq.queue import publish_job
 from pixq.status import StatusStore
+
+log = structlog.get_logger("pixq.dlq")
 
 SUMMARY_FIELDS = ("job_id", "type", "tenant", "error_code", "error", "attempts", "reason", "dead_lettered_at")
 
@@ -98,8 +102,13 @@ async def replay(js: JetStreamContext, status: StatusStore, job_id: str) -> dict
         update={"generation": generation})})
     await publish_job(js, replayed)
     # After the publish: a worker may already be ahead, which restart() then leaves alone.
-    await status.restart(job_id, generation, job.type.value, job.tenant, job.metadata.created_at,
-                         job.metadata.request_id)
+    record = await status.restart(job_id, generation, job.type.value, job.tenant, job.metadata.created_at,
+                                  job.metadata.request_id)
+    if record is not None:
+        try:
+            await lifecycle.announce(js, status, record)
+        except PixqError as exc:
+            log.warning("event_not_published", job_id=job_id, tenant=job.tenant, status="queued", error=exc.message)
     try:
         await js.purge_stream(names.DLQ_STREAM, subject=names.dlq_subject(job_id))
     except (NatsError, OSError, asyncio.TimeoutError):

@@ -11,6 +11,9 @@ resolved). The worker validates that typed spec and runs it; it never parses req
 parameters. A message published before this contract (raw ``parameters``, still in
 PIXQ_JOBS or replayed from the DLQ) is compiled once on reading, the same way.
 
+``callback_url`` and ``batch_id`` are optional; both are copied into the status record, so a
+status rebuilt from the message (after Redis lost it) keeps them.
+
 ``tenant`` names the tenant that submitted the job (pixq.tenants); the worker writes its
 outputs under that tenant's prefix and names it on every log line.
 
@@ -93,6 +96,10 @@ class JobMessage(BaseModel):
     spec: PipelineSpec
     input: JobInput
     metadata: JobMetadata
+    callback_url: str | None = None
+    """Where this job's terminal event is delivered as a webhook (pixq.webhooks)."""
+    batch_id: str | None = Field(None, pattern=JOB_ID_PATTERN)
+    """The batch this job was submitted in (pixq.batches)."""
 
     @model_validator(mode="before")
     @classmethod

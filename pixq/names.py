@@ -82,6 +82,30 @@ STATUS_SUBJECTS = [f"{STATUS_SUBJECT_PREFIX}.>"]
 STATUS_CONSUMER = "pixq-status-writer"
 
 
+EVENTS_STREAM = "PIXQ_EVENTS"
+"""Every applied status change of every job (and batch completions), kept EVENTS_MAX_AGE:
+what SSE, long-poll and webhooks read. Limits retention: consumers never remove events."""
+EVENTS_SUBJECT_PREFIX = "pixq.events"
+EVENTS_SUBJECTS = [f"{EVENTS_SUBJECT_PREFIX}.>"]
+WEBHOOKS_CONSUMER = "pixq-webhooks"
+"""Durable pull consumer on PIXQ_EVENTS through which workers deliver webhooks."""
+
+
+def job_event_subject(tenant: str, job_id: str) -> str:
+    """``pixq.events.<tenant>.job.<job_id>``: one subject per job, so its events can be read alone."""
+    return f"{EVENTS_SUBJECT_PREFIX}.{_tenant(tenant)}.job.{_job(job_id)}"
+
+
+def batch_event_subject(tenant: str, batch_id: str) -> str:
+    """``pixq.events.<tenant>.batch.<batch_id>``: a batch's ``batch.completed`` event."""
+    return f"{EVENTS_SUBJECT_PREFIX}.{_tenant(tenant)}.batch.{_job(batch_id)}"
+
+
+def tenant_events_filter(tenant: str | None) -> str:
+    """Subject filter for every event of one tenant, or of all tenants (None, admins)."""
+    return f"{EVENTS_SUBJECT_PREFIX}.{_tenant(tenant)}.>" if tenant else f"{EVENTS_SUBJECT_PREFIX}.>"
+
+
 def status_subject(job_id: str) -> str:
     return f"{STATUS_SUBJECT_PREFIX}.{_job(job_id)}"
 
@@ -116,6 +140,7 @@ def idempotency_key(tenant: str, client_key: str) -> str:
 
 
 IDEMPOTENCY_KEY_PATTERN = f"{KEY_PREFIX}:idem:*"
+"""SCAN pattern matching every idempotency key (operations and tests)."""
 
 
 def tenant_jobs_key(tenant: str) -> str:
@@ -125,7 +150,31 @@ def tenant_jobs_key(tenant: str) -> str:
 
 ALL_JOBS_KEY = f"{KEY_PREFIX}:history"
 """Sorted set of every tenant's job ids by creation time: the admin's history."""
-"""SCAN pattern matching every idempotency key (operations and tests)."""
+
+
+def batch_key(batch_id: str) -> str:
+    """Hash describing a batch: tenant, created_at, item count, callback, completion flag."""
+    return f"{KEY_PREFIX}:batch:{_job(batch_id)}"
+
+
+def batch_pending_key(batch_id: str) -> str:
+    """Set of a batch's job ids not yet terminal; the batch completes when it empties."""
+    return f"{KEY_PREFIX}:batch:{_job(batch_id)}:pending"
+
+
+def batch_jobs_key(batch_id: str) -> str:
+    """List of a batch's accepted job ids, in submission order."""
+    return f"{KEY_PREFIX}:batch:{_job(batch_id)}:jobs"
+
+
+def deliveries_key(job_id: str) -> str:
+    """List of a job's (or batch's) webhook delivery attempts, oldest first (JSON each)."""
+    return f"{KEY_PREFIX}:deliveries:{_job(job_id)}"
+
+
+def disabled_webhook_key(url: str) -> str:
+    """Set when an endpoint answered 410 Gone: no more deliveries go to it."""
+    return f"{KEY_PREFIX}:webhook-disabled:{hashlib.sha256(url.encode()).hexdigest()}"
 
 
 # --- Object storage ---------------------------------------------------------------

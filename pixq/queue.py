@@ -21,7 +21,7 @@ from nats.js.api import (AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy,
 from nats.js.errors import (APIError, BadRequestError, NoStreamResponseError, NotFoundError,
                             ServiceUnavailableError)
 
-from pixq import names, transport
+from pixq import events, names, transport
 from pixq.errors import ErrorCode, PixqError, describe
 from pixq.jobs import JobMessage
 from pixq.settings import Settings
@@ -87,6 +87,25 @@ def status_consumer_config() -> ConsumerConfig:
     """No delivery limit: an update is retried until Redis takes it."""
     return ConsumerConfig(durable_name=names.STATUS_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
                           deliver_policy=DeliverPolicy.ALL, ack_wait=30.0, max_deliver=-1)
+
+
+WEBHOOKS_MAX_ACK_PENDING = 100_000
+"""Events a worker holds for webhooks: a delivery waiting for its next retry stays pending (its
+nak carries the delay), so this bounds how many may wait at once before new events queue
+behind them; far above any backlog a 60 s receiver outage builds."""
+
+
+def webhooks_consumer_config(settings: Settings) -> ConsumerConfig:
+    """Webhook delivery reads PIXQ_EVENTS through its own durable consumer.
+
+    Deliver policy NEW when created, so an upgrade that adds it does not send every event
+    still in the stream. Explicit acks; no delivery limit (max_deliver -1): pixq counts
+    attempts itself (worker.webhooks) and gives up after WEBHOOK_BACKOFF, so a Redis or
+    NATS outage never uses up a delivery. ack_wait leaves room for one attempt
+    (WEBHOOK_TIMEOUT) plus the Redis reads and writes around it."""
+    return ConsumerConfig(durable_name=names.WEBHOOKS_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
+                          deliver_policy=DeliverPolicy.NEW, ack_wait=2 * settings.webhook_timeout + 30.0,
+                          max_deliver=-1, max_ack_pending=WEBHOOKS_MAX_ACK_PENDING)
 
 
 async def connect(settings: Settings, name: str, attempts: int = 30) -> NATS:
@@ -168,18 +187,28 @@ async def close(nc: NATS) -> None:
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream, or bring an existing one to ``config`` (an upgrade may change it).
+
+    An existing stream is updated, never created again: nats-server (2.9) counts a repeated
+    create's ``max_bytes`` as a second reservation, and refuses it with "insufficient storage"
+    once two reservations exceed max_file_store (PIXQ_EVENTS has a byte cap)."""
     try:
-        await js.add_stream(config)
-    except BadRequestError:
-        # Exists with other settings (an upgrade changed them): bring it to ours.
-        await js.update_stream(config)
+        await js.stream_info(config.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError:
+            pass  # another process created it meanwhile
+    await js.update_stream(config)
 
 
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
     """Create (or update) every stream; API and workers both call it, safe from many processes at once."""
     replicas = settings.nats_stream_replicas
     for config in (jobs_stream_config(replicas), dlq_stream_config(replicas), advisory_stream_config(replicas),
-                   status_stream_config(replicas)):
+                   status_stream_config(replicas),
+                   events.stream_config(settings.events_max_age, settings.events_max_bytes, replicas)):
         await _ensure_stream(js, config)
 
 
@@ -202,7 +231,7 @@ async def _ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCo
 
 
 async def ensure_worker_consumers(js: JetStreamContext, settings: Settings) -> None:
-    """Workers only: create the three consumers, or update them to this worker's settings.
+    """Workers only: create the four consumers, or update them to this worker's settings.
 
     The API never touches them, so ``pixq-workers``' max_deliver and ack_wait always come
     from the workers' MAX_RETRIES and ACK_WAIT. When a worker starts with changed values,
@@ -220,6 +249,7 @@ async def ensure_worker_consumers(js: JetStreamContext, settings: Settings) -> N
                     ack_wait=[before.ack_wait, wanted.ack_wait])
     await _ensure_consumer(js, names.ADVISORY_STREAM, advisory_consumer_config())
     await _ensure_consumer(js, names.STATUS_STREAM, status_consumer_config())
+    await _ensure_consumer(js, names.EVENTS_STREAM, webhooks_consumer_config(settings))
 
 
 def _retry_settings_differ(current: ConsumerConfig, wanted: ConsumerConfig) -> bool:

@@ -46,7 +46,7 @@ ApiKeys = Annotated[dict[str, str], NoDecode, BeforeValidator(parse_api_keys)]
 
 
 SECRET_FIELDS = ("nats_url", "redis_url", "minio_access_key", "minio_secret_key", "url_signing_key",
-                 "api_keys", "admin_api_keys")
+                 "api_keys", "admin_api_keys", "webhook_secrets")
 """Settings that may hold a secret: each also accepts ``<NAME>_FILE`` and refuses placeholders."""
 
 PLACEHOLDER = "CHANGE_ME"
@@ -91,6 +91,19 @@ class Settings(BaseSettings):
     url_ttl: Duration = 3600.0
     idempotency_ttl: Duration = 86400.0
     api_shutdown_grace: Duration = 10.0
+
+    # Notifications (docs/notifications.md)
+    public_url: str = ""
+    events_max_age: Duration = 72 * 3600.0
+    events_max_bytes: Size = 512 * 1024**2
+    events_heartbeat: Duration = 15.0
+    events_token_ttl: Duration = 300.0
+    webhook_secrets: str = ""
+    webhook_timeout: Duration = 10.0
+    webhook_concurrency: int = Field(16, ge=1, le=1024)
+    webhook_backoff: DurationList = [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 3600.0,
+                                     12 * 3600.0, 24 * 3600.0]
+    outbound_allow_private_networks: bool = False
 
     # Worker
     metrics_port: int = Field(9091, ge=0, le=65535)
@@ -156,6 +169,27 @@ class Settings(BaseSettings):
             raise ValueError(f"cannot read {value}")
         return value or None
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("expected http(s)://host[:port], the API's address as clients reach it")
+        return value.rstrip("/")
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _whsec(cls, value: str) -> str:
+        from pixq.webhooks import secret_key  # imported here: pixq.webhooks reads Settings
+
+        for secret in filter(None, (item.strip() for item in value.split(","))):
+            if PLACEHOLDER.lower() in secret.lower():
+                continue  # refused with the variable's name by _no_placeholders
+            try:
+                secret_key(secret)
+            except ValueError as exc:
+                raise ValueError(f"expected comma-separated whsec_<base64> secrets (Standard Webhooks): {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _no_placeholders(self) -> "Settings":
         for name in SECRET_FIELDS:
@@ -178,6 +212,13 @@ class Settings(BaseSettings):
         if self.nats_creds_file and self.nats_nkey_seed_file:
             raise ValueError("NATS_CREDS_FILE: set NATS_CREDS_FILE or NATS_NKEY_SEED_FILE, not both")
         return self
+
+    def public_base_url(self) -> str:
+        """Where clients reach the API, for links minted outside a request (webhooks)."""
+        return self.public_url or f"http://{self.api_host}:{self.api_port}"
+
+    def webhook_secret_list(self) -> list[str]:
+        return [item.strip() for item in self.webhook_secrets.split(",") if item.strip()]
 
     def signing_key(self) -> bytes:
         """Key for the local backend's signed download URLs; random per process if unset."""

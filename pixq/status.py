@@ -13,13 +13,15 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from pixq import history, names
+from pixq.batches import BatchStore
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import PHASE_OF, JobStatus, utc_now
 from pixq.settings import Settings
 from pixq.transport import redis_client
 
 # KEYS[1] job hash. ARGV: generation, attempt, phase, ttl, then field/value pairs.
-# Returns 1 if applied, 0 if the stored status is ahead or terminal in this generation.
+# Returns the stored hash (HGETALL) if applied, 0 if the stored status is ahead or terminal in
+# this generation: the applied record is what the job's event announces (pixq.events).
 _ADVANCE = """
 local cur = redis.call('HMGET', KEYS[1], 'generation', 'attempts', 'phase')
 local g, a, p = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -35,7 +37,7 @@ redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'attempts', ARGV[2], 'phase',
            unpack(ARGV, 5))
 local ttl = tonumber(ARGV[4])
 if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-return 1
+return redis.call('HGETALL', KEYS[1])
 """
 
 _JSON_FIELDS = ("result",)
@@ -67,6 +69,8 @@ class StatusStore:
         self.client = client
         self.job_ttl = int(job_ttl)
         self._advance = client.register_script(_ADVANCE)
+        self.batches = BatchStore(client, self.job_ttl)
+        """Batches live beside their jobs' statuses, with the same TTL."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "StatusStore":
@@ -82,18 +86,22 @@ class StatusStore:
         except (RedisError, OSError):
             return False
 
-    async def create(self, job_id: str, job_type: str, tenant: str, request_id: str, generation: int = 0) -> dict:
-        """Record a new job as queued (attempt 0), owned by ``tenant``."""
+    async def create(self, job_id: str, job_type: str, tenant: str, request_id: str, generation: int = 0,
+                     **extra: Any) -> dict:
+        """Record a new job as queued (attempt 0), owned by ``tenant``; ``extra`` holds optional
+        fields (``callback_url``, ``batch_id``). Returns the stored record."""
         now = utc_now()
         record = {"job_id": job_id, "type": job_type, "tenant": tenant, "status": JobStatus.QUEUED.value,
-                  "created_at": now, "updated_at": now, "request_id": request_id}
-        await self.advance(job_id, generation, 0, JobStatus.QUEUED, **record)
+                  "created_at": now, "updated_at": now, "request_id": request_id,
+                  **{key: value for key, value in extra.items() if value}}
+        stored = await self.advance(job_id, generation, 0, JobStatus.QUEUED, **record)
         await history.record(self.client, tenant, job_id, now, self.job_ttl)
-        return record
+        return stored or record
 
     async def advance(self, job_id: str, generation: int, attempt: int, status: JobStatus, /,
-                      **fields: Any) -> bool:
-        """Move a job forward to ``status`` at ``attempt``; False when the stored status is ahead."""
+                      **fields: Any) -> dict | None:
+        """Move a job forward to ``status`` at ``attempt``: the record as now stored, or None when
+        the stored status is ahead (nothing changed, so there is nothing to announce)."""
         fields = {"status": status.value, "updated_at": utc_now(), **fields}
         for name in ("error", "error_code", "next_attempt_at"):
             fields.setdefault(name, "")
@@ -108,7 +116,9 @@ class StatusStore:
                                                 self.job_ttl, *flat])
         except (RedisError, OSError) as exc:
             raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
-        return bool(applied)
+        if not isinstance(applied, list):
+            return None
+        return _decode(dict(zip(applied[::2], applied[1::2])))
 
     async def get(self, job_id: str) -> dict | None:
         """The stored status as a dict with JSON fields decoded, or None for an unknown job."""
@@ -138,7 +148,7 @@ class StatusStore:
         return [_decode(raw) if raw else None for raw in raws]
 
     async def restart(self, job_id: str, generation: int, job_type: str, tenant: str, created_at: str,
-                      request_id: str) -> bool:
+                      request_id: str) -> dict | None:
         """Start a new generation at queued (a DLQ replay): the one way back from a terminal status."""
         return await self.advance(job_id, generation, 0, JobStatus.QUEUED, job_id=job_id, type=job_type,
                                   tenant=tenant, created_at=created_at, request_id=request_id)

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pixq.names import TENANT_PATTERN
 from pixq.settings import ConfigError, Settings, fail_config
+from pixq.webhooks import check_url_form, secret_key
 
 KEY_DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 OPEN_TENANT = "default"
@@ -52,6 +53,26 @@ class TenantSettings(BaseModel):
 
     storage_prefixes: list[str] = Field(default_factory=list)
     """Extra storage prefixes a ``storage_key`` submit may name, beyond the tenant's own."""
+
+    webhook_url: str | None = None
+    """Default receiver of the tenant's webhooks, for jobs and batches without a callback_url."""
+    webhook_secrets: list[str] = Field(default_factory=list)
+    """``whsec_`` secrets signing the tenant's webhooks (several during a rotation); when
+    empty, WEBHOOK_SECRETS signs them."""
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        return check_url_form(url)
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _webhook_secrets(cls, secrets: list[str]) -> list[str]:
+        for secret in secrets:
+            secret_key(secret)  # ValueError names the problem, never the secret
+        return secrets
 
     @field_validator("storage_prefixes")
     @classmethod

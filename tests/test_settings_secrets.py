@@ -23,6 +23,8 @@ SAMPLES = {
     "url_signing_key": ("c2lnbmluZy1rZXk", "c2lnbmluZy1rZXk"),
     "api_keys": ("ci=tok-ci,web=tok-web", {"tok-ci": "ci", "tok-web": "web"}),
     "admin_api_keys": ("ops=tok-ops", {"tok-ops": "ops"}),
+    "webhook_secrets": ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_c2Vjb25k",
+                        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_c2Vjb25k"),
 }
 
 

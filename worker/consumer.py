@@ -1,6 +1,8 @@
 """The pull loop: fetch as many jobs as there are free slots, handle each, ack only when done.
 
 Per job: mark processing, run the attempt, write the outputs, mark completed, then ack.
+A terminal status whose event could not be published is not acked: the redelivery finds the
+job done, announces it again (pixq.lifecycle, idempotent) and acks it then.
 Failures follow worker.retry: permanent codes fail the job at once; transient ones are
 nak'ed with RETRY_BACKOFF's delay (JetStream redelivers; the worker never sleeps on a job)
 until the final attempt, which goes to the DLQ.
@@ -25,12 +27,14 @@ from worker.dead_letter import dead_letter, dlq_entry, publish_dead
 from worker.execute import JobRunner
 from worker.metrics import IN_FLIGHT, JOB_SECONDS, JOBS
 from worker.retry import is_final_attempt, next_attempt_at, retry_delay
-from worker.status_writer import StatusWriter
+from worker.status_writer import StatusWriter, Written, announce_logged
 
 log = structlog.get_logger("pixq.worker")
 
 FETCH_WAIT_SECONDS = 1.0
 FULL_WAIT_SECONDS = 5.0
+ANNOUNCE_RETRY_SECONDS = 1.0
+"""Delay before a finished job whose event was not published is redelivered to announce it."""
 
 
 async def _cancel(tasks: set[asyncio.Task]) -> None:
@@ -117,13 +121,13 @@ class Consumer:
         job_log = log.bind(job_id=job.job_id, request_id=job.metadata.request_id, tenant=job.tenant,
                            attempt=attempt)
         if await self._already_done(job, job_log):
-            await message.ack()
+            await self._settle_done(message, job)
             return
         if not await self._record(job, attempt, JobStatus.PROCESSING, job_log) and await self._already_done(
                 job, job_log):
             # It became terminal between the check above and this write: finished, or marked failed
             # by an API whose publish went unconfirmed (it answered 503). Never run it then.
-            await message.ack()
+            await self._settle_done(message, job)
             return
         heartbeat = asyncio.create_task(self._heartbeat(message))
         IN_FLIGHT.inc()
@@ -131,8 +135,7 @@ class Consumer:
         try:
             outputs = await self.runner.run(job)
             result = {"variants": [output.model_dump() for output in outputs]}
-            await self.writer.write(job, attempt, JobStatus.COMPLETED, result=result)
-            await message.ack()
+            await self._finish(message, await self.writer.write(job, attempt, JobStatus.COMPLETED, result=result))
             JOBS.labels(job.type.value, "completed").inc()
             job_log.info("job_completed", seconds=round(time.perf_counter() - started, 4))
         except asyncio.CancelledError:
@@ -148,6 +151,27 @@ class Consumer:
             heartbeat.cancel()
             IN_FLIGHT.dec()
             JOB_SECONDS.labels(job.type.value).observe(time.perf_counter() - started)
+
+    async def _finish(self, message: Msg, written: Written) -> None:
+        """Ack a job whose terminal status is recorded, unless its event is still unpublished:
+        then hand it back, so the redelivery announces it (and a restart loses no event)."""
+        if written is Written.UNANNOUNCED:
+            await queue.settle(message.nak(delay=ANNOUNCE_RETRY_SECONDS))
+        else:
+            await message.ack()
+
+    async def _settle_done(self, message: Msg, job: JobMessage) -> None:
+        """A delivery of a job already terminal: announce its status again (a no-op within the
+        events' duplicate window) before acking, in case the first announcement failed."""
+        try:
+            record = await self.status.get(job.job_id)
+        except PixqError:
+            record = None
+        if (record is not None and record["generation"] == job.metadata.generation
+                and not await announce_logged(self.js, self.status, record)):
+            await queue.settle(message.nak(delay=ANNOUNCE_RETRY_SECONDS))
+            return
+        await message.ack()
 
     async def _already_done(self, job: JobMessage, job_log) -> bool:
         """A duplicate or late delivery of a finished job (or of an older replay generation)."""
@@ -175,13 +199,13 @@ class Consumer:
     async def _failed(self, message: Msg, job: JobMessage, attempt: int, error: PixqError, job_log) -> None:
         try:
             if not error.transient:
-                await self.writer.write(job, attempt, JobStatus.FAILED, error_code=error.code.value, error=error.message)
-                await message.ack()
+                await self._finish(message, await self.writer.write(job, attempt, JobStatus.FAILED,
+                                                                    error_code=error.code.value, error=error.message))
                 JOBS.labels(job.type.value, "failed").inc()
                 job_log.info("job_failed", error_code=error.code.value, error=error.message)
             elif is_final_attempt(attempt, self.settings.max_retries):
-                await dead_letter(self.js, self.writer, job, attempt, error, reason="retries_exhausted")
-                await message.ack()
+                await self._finish(message, await dead_letter(self.js, self.writer, job, attempt, error,
+                                                              reason="retries_exhausted"))
             else:
                 delay = retry_delay(attempt, self.settings.retry_backoff)
                 await self._record(job, attempt, JobStatus.RETRYING, job_log, error_code=error.code.value,

@@ -16,9 +16,9 @@ from nats.js.errors import NotFoundError
 
 from pixq import names, queue
 from pixq.errors import ErrorCode, PixqError
-from pixq.jobs import JobMessage, JobStatus, utc_now
+from pixq.jobs import TERMINAL_STATUSES, JobMessage, JobStatus, utc_now
 from worker.metrics import JOBS
-from worker.status_writer import StatusWriter
+from worker.status_writer import StatusWriter, Written, announce_logged
 
 log = structlog.get_logger("pixq.worker")
 
@@ -44,15 +44,17 @@ async def publish_dead(js: JetStreamContext, entry: dict[str, Any]) -> None:
 
 
 async def dead_letter(js: JetStreamContext, writer: StatusWriter, job: JobMessage, attempts: int,
-                      last_error: PixqError, reason: str) -> None:
+                      last_error: PixqError, reason: str) -> Written:
     """Move a job to the DLQ and mark it failed with DEAD_LETTERED (the last error in the message)."""
     entry = dlq_entry(job.model_dump(mode="json"), last_error.code.value, last_error.message, attempts, reason)
     await publish_dead(js, entry)
-    await writer.write(job, attempts, JobStatus.FAILED, error_code=ErrorCode.DEAD_LETTERED.value,
-                       error=f"dead-lettered after {attempts} attempts: {last_error.code.value}: {last_error.message}")
+    written = await writer.write(job, attempts, JobStatus.FAILED, error_code=ErrorCode.DEAD_LETTERED.value,
+                                 error=f"dead-lettered after {attempts} attempts: {last_error.code.value}: "
+                                       f"{last_error.message}")
     JOBS.labels(job.type.value, "dead_lettered").inc()
     log.warning("job_dead_lettered", job_id=job.job_id, request_id=job.metadata.request_id, tenant=job.tenant,
                 attempts=attempts, error_code=last_error.code.value, reason=reason)
+    return written
 
 
 class AdvisoryMover:
@@ -94,6 +96,16 @@ class AdvisoryMover:
             await self.js.delete_msg(names.JOBS_STREAM, sequence)
             return
         attempts = int(advisory.get("deliveries") or 0)
-        last = PixqError(ErrorCode.DEAD_LETTERED, CRASHED_ON_FINAL_DELIVERY)
-        await dead_letter(self.js, self.writer, job, attempts, last, reason="max_deliveries")
+        record = await self.writer.status.get(job.job_id)
+        if (record is not None and record["generation"] == job.metadata.generation
+                and record["status"] in TERMINAL_STATUSES):
+            # Finished on the final delivery, but not acked (a crash after the status write, or an
+            # event that could not be published): nothing to dead-letter; make sure it was announced.
+            if not await announce_logged(self.js, self.writer.status, record):
+                raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, "event not published")
+        else:
+            last = PixqError(ErrorCode.DEAD_LETTERED, CRASHED_ON_FINAL_DELIVERY)
+            if await dead_letter(self.js, self.writer, job, attempts, last,
+                                 reason="max_deliveries") is Written.UNANNOUNCED:
+                raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, "event not published")
         await self.js.delete_msg(names.JOBS_STREAM, sequence)

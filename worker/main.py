@@ -1,9 +1,9 @@
 """`pixq-worker`: consume jobs until SIGTERM, then drain within WORKER_SHUTDOWN_GRACE and exit 0.
 
-The worker's loops (job consumer, advisory mover, outbox drainer, gauge sampler) run in one
-asyncio.TaskGroup: when any of them fails (or ends while the worker is not stopping), the
-others are cancelled (in-flight jobs are handed back to JetStream) and the process exits 1,
-so Kubernetes restarts it rather than leaving a half-dead worker running.
+The worker's loops (job consumer, advisory mover, outbox drainer, webhook deliverer, gauge
+sampler) run in one asyncio.TaskGroup: when any of them fails (or ends while the worker is
+not stopping), the others are cancelled (in-flight jobs are handed back to JetStream) and the
+process exits 1, so Kubernetes restarts it rather than leaving a half-dead worker running.
 """
 
 import asyncio
@@ -30,6 +30,7 @@ from worker.imaging.vips_setup import configure_vips
 from worker.memory import limit_malloc_arenas
 from worker.metrics import DLQ_MESSAGES, QUEUE_BACKLOG, QUEUE_PENDING
 from worker.status_writer import OutboxDrainer, StatusWriter
+from worker.webhooks import WebhookDeliverer
 
 log = structlog.get_logger("pixq.worker")
 
@@ -115,7 +116,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                  storage=settings.storage_type, max_retries=settings.max_retries, job_timeout=settings.job_timeout)
         await run_loops({"consumer": consumer.run(stop), "advisory_mover": AdvisoryMover(js, writer).run(stop),
                          "outbox_drainer": OutboxDrainer(js, status).run(stop),
-                         "gauges": sample_queue_gauges(js, stop)}, stop)
+                         "gauges": sample_queue_gauges(js, stop),
+                         "webhooks": WebhookDeliverer(settings, js, status, deps.storage).run(stop)}, stop)
     finally:
         if runner is not None:
             runner.close()

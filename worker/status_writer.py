@@ -4,22 +4,61 @@ A write goes straight to Redis. When Redis does not answer, the update is publis
 the PIXQ_STATUS stream instead (a durable outbox) and the job goes on; ``OutboxDrainer``
 writes those updates once Redis is back. The status store's ordering by
 (generation, attempt, phase) makes the late, out-of-order writes safe.
+
+Every write Redis applied is then announced (pixq.lifecycle: its event, and a batch's
+completion). An announcement that fails is reported (Written.UNANNOUNCED), so the caller
+can keep the job's message and announce again when it is redelivered.
 """
 
 import asyncio
 import json
+from enum import IntEnum
 from typing import Any
 
 import structlog
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from pixq import names, queue
+from pixq import events, lifecycle, names, queue
 from pixq.errors import ErrorCode, PixqError
-from pixq.jobs import JobMessage, JobStatus
+from pixq.jobs import PHASE_OF, JobMessage, JobStatus
 from pixq.status import StatusStore
 
 log = structlog.get_logger("pixq.worker")
+
+
+class Written(IntEnum):
+    """Outcome of a status write; only REFUSED is false."""
+
+    REFUSED = 0
+    """The stored status is ahead (a later attempt, or terminal in this generation)."""
+    APPLIED = 1
+    """Written to Redis and announced."""
+    DEFERRED = 2
+    """Redis is down: kept in the outbox, announced once the drainer writes it."""
+    UNANNOUNCED = 3
+    """Written to Redis, but its event could not be published (NATS down)."""
+
+
+async def announce_logged(js: JetStreamContext, status: StatusStore, record: dict[str, Any]) -> bool:
+    """lifecycle.announce, logging (not raising) a failure; False when it failed."""
+    try:
+        await lifecycle.announce(js, status, record)
+        return True
+    except PixqError as exc:
+        log.warning("event_not_published", job_id=record.get("job_id"), request_id=record.get("request_id", ""),
+                    tenant=record.get("tenant", ""), status=record.get("status"), error=exc.message)
+        return False
+
+
+async def reannounce(js: JetStreamContext, status: StatusStore, job_id: str,
+                     at: tuple[int, int, int]) -> bool:
+    """Announce the stored status again if it stands exactly at ``at`` (a write that was applied
+    before but whose announcement may have failed). True when there was nothing to do or it worked."""
+    record = await status.get(job_id)
+    if record is None or events.position(record) != at:
+        return True
+    return await announce_logged(js, status, record)
 
 
 class StatusWriter:
@@ -27,21 +66,24 @@ class StatusWriter:
         self.status = status
         self.js = js
 
-    async def write(self, job: JobMessage, attempt: int, status: JobStatus, **fields: Any) -> bool:
+    async def write(self, job: JobMessage, attempt: int, status: JobStatus, **fields: Any) -> Written:
         """Record the update in Redis, or durably in the outbox; raises only if both are down.
 
-        Returns False when Redis refused it because the stored status is ahead (a later attempt,
-        or a terminal status of this generation); True when applied or deferred to the outbox.
         The job's identity is written too, so a status lost from Redis (flushed, restarted
         without persistence) is rebuilt from the message."""
         update = {"job_id": job.job_id, "type": job.type.value, "tenant": job.tenant,
-                  "created_at": job.metadata.created_at,
-                  "request_id": job.metadata.request_id, **fields}
+                  "created_at": job.metadata.created_at, "request_id": job.metadata.request_id,
+                  **{name: value for name, value in (("callback_url", job.callback_url), ("batch_id", job.batch_id))
+                     if value},
+                  **fields}
         try:
-            return await self.status.advance(job.job_id, job.metadata.generation, attempt, status, **update)
+            record = await self.status.advance(job.job_id, job.metadata.generation, attempt, status, **update)
         except PixqError:
             await self._to_outbox(job.job_id, job.metadata.generation, attempt, status, update)
-            return True
+            return Written.DEFERRED
+        if record is None:
+            return Written.REFUSED
+        return Written.APPLIED if await announce_logged(self.js, self.status, record) else Written.UNANNOUNCED
 
     async def _to_outbox(self, job_id: str, generation: int, attempt: int, status: JobStatus,
                          fields: dict[str, Any]) -> None:
@@ -72,8 +114,14 @@ class OutboxDrainer:
             for event in await puller.fetch(50, 1.0):
                 try:
                     body = json.loads(event.data)
-                    await self.status.advance(body["job_id"], body["generation"], body["attempt"],
-                                              JobStatus(body["status"]), **body["fields"])
+                    status = JobStatus(body["status"])
+                    record = await self.status.advance(body["job_id"], body["generation"], body["attempt"],
+                                                       status, **body["fields"])
+                    announced = (await announce_logged(self.js, self.status, record) if record is not None else
+                                 await reannounce(self.js, self.status, body["job_id"],
+                                                  (body["generation"], body["attempt"], int(PHASE_OF[status]))))
+                    if not announced:
+                        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, "event not published")
                 except PixqError:
                     await queue.settle(event.nak(delay=self.RETRY_DELAY_SECONDS))
                     continue

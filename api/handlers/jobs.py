@@ -1,19 +1,22 @@
 """Submit and read jobs."""
 
+import asyncio
 from enum import StrEnum
 
 from aiohttp import web
 
 from api.context import ApiContext, context
+from api.events_hub import StreamEnded, hub_of
 from api.middleware import REQUEST_ID, TENANT
 from api.params import int_query
 from api.submission import accept_job
-from api.uploads import read_submit_request
+from api.uploads import SubmitRequest, read_submit_request
 from api.views import public_status
-from pixq import history, names
+from pixq import events, history, names, webhooks
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobStatus, JobType
-from pixq.tenants import OPEN_TENANT
+from pixq.tenants import OPEN_TENANT, Tenant
+from pixq.units import parse_duration
 
 IDEMPOTENCY_KEY_MAX = 255
 
@@ -31,7 +34,9 @@ async def _submit(request: web.Request, job_type: JobType) -> web.Response:
             submit.discard()
             raise PixqError(ErrorCode.INVALID_REQUEST, "'spec' must be a JSON object")
     try:
-        accepted = await accept_job(ctx, job_type, submit, request[TENANT], request[REQUEST_ID], idempotency_key)
+        callback_url = callback_of(ctx, request[TENANT], submit)
+        accepted = await accept_job(ctx, job_type, submit, request[TENANT], request[REQUEST_ID], idempotency_key,
+                                    callback_url=callback_url)
     finally:
         submit.discard()
     location = f"/api/v1/jobs/{accepted.job_id}"
@@ -42,6 +47,12 @@ async def _submit(request: web.Request, job_type: JobType) -> web.Response:
         body["status"] = record["status"] if record else JobStatus.QUEUED.value
         headers["Idempotent-Replayed"] = "true"
     return web.json_response(body, status=202, headers=headers)
+
+
+def callback_of(ctx: ApiContext, tenant: Tenant, submit: SubmitRequest) -> str | None:
+    """``callback_url``: a top-level JSON field, or a multipart form field (never a parameter)."""
+    url = submit.extra.pop("callback_url", None) or submit.parameters.pop("callback_url", None)
+    return webhooks.check_callback_url(url, ctx.settings, tenant) if url is not None else None
 
 
 async def submit_resize(request: web.Request) -> web.Response:
@@ -149,6 +160,69 @@ async def _matching(ctx: ApiContext, entries: list[tuple[int, str]], status: str
             and (job_type is None or record.get("type") == job_type)]
 
 
+LONG_POLL_MAX_SECONDS = 60.0
+"""The longest ``?wait=`` honoured: longer values are cut to this (below common proxy timeouts)."""
+
+
 async def get_job(request: web.Request) -> web.Response:
+    """The job's status, with an ``ETag`` naming its position ``"<generation>-<attempt>-<phase>"``.
+
+    Conditional and long-poll: with ``If-None-Match`` equal to the current ETag the answer is
+    ``304 Not Modified``; with ``?wait=30s`` as well (at most LONG_POLL_MAX_SECONDS) it comes
+    as soon as the status moves on (200, new document and ETag) or when the wait ends (304).
+    The wait listens for the job's events on the process's hub (api.events_hub): no polling.
+    The ETag identifies the status, not the bytes: download URLs are minted fresh each time."""
     record = await visible_job(request)
-    return web.json_response(public_status(context(request), request, record))
+    wait = _long_poll_wait(request)
+    etag = etag_of(record)
+    if _etag_matches(request.headers.get("If-None-Match"), etag):
+        if wait:
+            record = await _changed(request, record, wait)
+        if etag_of(record) == etag:
+            return web.Response(status=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
+    return web.json_response(public_status(context(request), request, record),
+                             headers={"ETag": etag_of(record), "Cache-Control": "no-cache"})
+
+
+def etag_of(record: dict) -> str:
+    """A strong ETag from the status position: it changes exactly when the status record does."""
+    return '"{}-{}-{}"'.format(*events.position(record))
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    """RFC 9110 If-None-Match: a list of entity tags (weak comparison) or ``*``."""
+    if not header:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return etag in tags or "*" in tags
+
+
+def _long_poll_wait(request: web.Request) -> float:
+    raw = request.query.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        return min(parse_duration(raw), LONG_POLL_MAX_SECONDS)
+    except ValueError:
+        raise PixqError(ErrorCode.INVALID_PARAMETERS, "wait must be a duration such as 30s (at most 60s)") from None
+
+
+async def _changed(request: web.Request, record: dict, wait: float) -> dict:
+    """The job's record once its status moves past ``record``'s, or as it stands after ``wait``
+    seconds (or when the process shuts down)."""
+    ctx, hub = context(request), hub_of(request)
+    job_id, seen = record["job_id"], events.position(record)
+    with hub.listen(("job", job_id)) as listener:
+        # Read again once listening: a change between the first read and now is not missed.
+        current = await ctx.deps.status.get(job_id)
+        if current is None or events.position(current) != seen:
+            return current or record
+        deadline = asyncio.get_running_loop().time() + wait
+        while (remaining := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                event = await listener.next(remaining)
+            except StreamEnded:
+                break  # shutting down, or fell behind: answer with what the store shows
+            if event is None or event.position > seen:
+                break
+    return await ctx.deps.status.get(job_id) or current

@@ -170,7 +170,8 @@ def expand(value: str, env: dict[str, str]) -> str:
 
 def pod_env(objs, c: dict) -> dict[str, str]:
     """Environment of container ``c``: envFrom ConfigMaps, then env in order (secretKeyRef
-    resolved from the rendered Secrets, $(VAR) expanded). Asserts every reference resolves."""
+    resolved from the rendered Secrets, $(VAR) expanded). Asserts every reference resolves,
+    except an ``optional`` one, which, like the kubelet, leaves its variable unset."""
     env: dict[str, str] = {}
     for source in c.get("envFrom", []):
         ref = source.get("configMapRef")
@@ -185,6 +186,8 @@ def pod_env(objs, c: dict) -> dict[str, str]:
             env[item["name"]] = f"<{item['name']} from {item['valueFrom']}>"
             continue
         data = secret_data(objs, ref["name"])
+        if ref.get("optional") and (data is None or ref["key"] not in data):
+            continue
         assert data is not None, f"{c['name']}: env {item['name']} needs Secret {ref['name']}, not rendered"
         assert ref["key"] in data, f"{c['name']}: Secret {ref['name']} has no key {ref['key']}"
         env[item["name"]] = data[ref["key"]]

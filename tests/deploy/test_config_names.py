@@ -86,12 +86,50 @@ def test_dev_overlay_pods_get_valid_settings(name, tmp_path):
     assert settings.nats_url == f"nats://pixq-{user}:dev-only-nats-{user}@pixq-nats:4222"
     assert settings.redis_url == "redis://:dev-only-redis@pixq-redis:6379/0"
     assert settings.minio_secret_key == "dev-only-minio-secret"
-    if name == "pixq-api":
-        from pixq.tenants import parse_tenants_file
-        tenants = parse_tenants_file(settings.tenants_file.read_text())
-        assert {t.name for t in tenants} == {"default", "ops"}
-    else:
-        assert settings.tenants_file is None and not settings.url_signing_key
+    # Both read the tenants and sign with the same keys: the API checks a callback_url's
+    # signing secret and verifies download links the workers mint into webhook bodies.
+    from pixq.tenants import parse_tenants_file
+    tenants = parse_tenants_file(settings.tenants_file.read_text())
+    assert {t.name for t in tenants} == {"default", "ops"}
+    assert settings.url_signing_key == "dev-only-url-signing-key"
+    assert settings.webhook_secret_list() == ["whsec_devOnlyWebhookSigningSecretForPixqDevOverlay"]
+    assert settings.public_base_url() == "http://pixq.localtest.me"
+
+
+@pytest.mark.parametrize("name", PIXQ_DEPLOYMENTS)
+def test_pods_start_without_webhook_secrets(name, tmp_path):
+    """An install without webhooks: its pixq-secrets has no WEBHOOK_SECRETS key (created by
+    hand, or Helm's secrets.values.WEBHOOK_SECRETS: ""); the pods' settings are still valid,
+    with no global signing secret."""
+    from deploy_support import objects
+    objs = objects("dev")
+    del one(objs, "Secret", "pixq-secrets")["stringData"]["WEBHOOK_SECRETS"]
+    settings = _pod_settings(objs, name, tmp_path)
+    assert settings.webhook_secret_list() == [] and settings.url_signing_key
+
+
+@pytest.mark.parametrize("name", PIXQ_DEPLOYMENTS)
+def test_webhook_secrets_placeholder_is_refused(name, tmp_path):
+    """The template's whsec_CHANGE_ME, left in an otherwise complete Secret, stops the pod
+    with a message naming WEBHOOK_SECRETS (replace it, or delete the key)."""
+    from pydantic import ValidationError
+
+    from deploy_support import objects
+    template = one(objects("prod"), "Secret", "pixq-secrets")["stringData"]["WEBHOOK_SECRETS"]
+    objs = objects("dev")
+    one(objs, "Secret", "pixq-secrets")["stringData"]["WEBHOOK_SECRETS"] = template
+    with pytest.raises(ValidationError, match="WEBHOOK_SECRETS: holds the placeholder"):
+        _pod_settings(objs, name, tmp_path)
+
+
+def test_public_url_is_the_ingress(rendered):
+    """PUBLIC_URL (links in webhooks) is where the Ingress serves the API: its host, https
+    exactly when the Ingress has TLS."""
+    config = one(rendered, "ConfigMap", "pixq-config")["data"]
+    ingress = one(rendered, "Ingress", "pixq-api")["spec"]
+    scheme = "https" if ingress.get("tls") else "http"
+    assert config["PUBLIC_URL"] == f"{scheme}://{ingress['rules'][0]['host']}"
+    assert Settings(public_url=config["PUBLIC_URL"]).public_base_url() == config["PUBLIC_URL"]
 
 
 @pytest.mark.parametrize("overlay", ["prod", "helm-default"])

@@ -11,9 +11,8 @@ import yaml
 from pixq.settings import Settings
 from pixq.units import parse_duration
 
-from deploy_support import (CHART, HELM, HELM_RENDERS, find, helm_args, helm_template, objects, one,
-                            run_helm)
-from k8s_validation import validate_object, validation_errors
+from deploy_support import CHART, HELM_RENDERS, find, helm_args, helm_template, objects, one, run_helm
+from k8s_validation import validation_errors
 
 
 def merged_values(*files):
@@ -64,7 +63,12 @@ def test_schema_rejects_bad_values():
                       (("config", "TENANTS_FILE"), "/tmp/tenants.yaml"),
                       (("secrets", "natsAuth", "API_PASSWORD"), "1234567890"),
                       (("secrets", "redisAuth", "PASSWORD"), "has space"),
-                      (("redis", "externalUrl"), "redis://:pw@redis:6379/0")):
+                      (("redis", "externalUrl"), "redis://:pw@redis:6379/0"),
+                      (("config", "WEBHOOK_SECRETS"), "whsec_aGVsbG8="),
+                      (("config", "PUBLIC_URL"), "pixq.example.com"),
+                      (("secrets", "values", "WEBHOOK_SECRETS"), "not-a-whsec-secret"),
+                      (("worker", "webhookEgress", "extraCidrs"), ["10.20.0.0"]),
+                      (("worker", "webhookEgress", "ports"), [0])):
         broken = json.loads(json.dumps(values))
         node = broken
         for key in path[:-1]:
@@ -164,3 +168,48 @@ def test_external_services_take_credentials_from_secrets():
     assert not find(objs, "Secret", "pixq-nats-auth") and not find(objs, "Secret", "pixq-redis-auth")
     errors = validation_errors(list(objs))
     assert not errors, "\n".join(errors)
+
+
+def _worker_ip_egress(objs):
+    policy = one(objs, "NetworkPolicy", "pixq-worker")
+    return [rule for rule in policy["spec"]["egress"] if any("ipBlock" in peer for peer in rule["to"])]
+
+
+def test_webhook_egress_values():
+    """worker.webhookEgress: on by default (tests/deploy/test_k8s_policies checks its ranges,
+    the same as kustomize's), off on request, extra on-premise CIDRs and ports added."""
+    assert len(_worker_ip_egress(objects("helm-default"))) == 1
+    assert _worker_ip_egress(helm_template((), ("worker.webhookEgress.enabled=false",))) == []
+    objs = helm_template((), ("worker.webhookEgress.extraCidrs={10.20.0.0/16,fd12:3456::/48}",
+                              "worker.webhookEgress.ports={443,8443}"))
+    (rule,) = _worker_ip_egress(objs)
+    assert [peer["ipBlock"]["cidr"] for peer in rule["to"]] == ["0.0.0.0/0", "::/0", "10.20.0.0/16", "fd12:3456::/48"]
+    assert [p["port"] for p in rule["ports"]] == [443, 8443]
+    assert not validation_errors(list(objs))
+
+
+def test_webhook_egress_matches_kustomize():
+    assert _worker_ip_egress(objects("helm-default")) == _worker_ip_egress(objects("prod"))
+
+
+def test_empty_webhook_secrets_leave_the_key_out():
+    """secrets.values.WEBHOOK_SECRETS: "" renders no key (pixq refuses an empty secret); the
+    pods' optional secretKeyRef then leaves WEBHOOK_SECRETS unset."""
+    objs = helm_template((), ("secrets.values.WEBHOOK_SECRETS=",))
+    assert "WEBHOOK_SECRETS" not in one(objs, "Secret", "pixq-secrets")["stringData"]
+    assert "URL_SIGNING_KEY" in one(objs, "Secret", "pixq-secrets")["stringData"]
+    for name in ("pixq-api", "pixq-worker"):
+        env = {e["name"]: e for e in one(objs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["WEBHOOK_SECRETS"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
+def test_public_url_derivation():
+    """config.PUBLIC_URL wins; empty, it is the Ingress's URL; without an Ingress, unset
+    (pixq then falls back to API_HOST:API_PORT, which only suits a port-forward)."""
+    def public_url(*sets):
+        return one(helm_template((), sets), "ConfigMap", "pixq-config")["data"].get("PUBLIC_URL")
+    assert public_url() == "http://pixq.example.com"
+    assert public_url("api.ingress.tls[0].secretName=pixq-tls") == "https://pixq.example.com"
+    assert public_url("config.PUBLIC_URL=https://images.example.org") == "https://images.example.org"
+    assert public_url("api.ingress.enabled=false") is None
+    assert one(objects("helm-prod"), "ConfigMap", "pixq-config")["data"]["PUBLIC_URL"] == "https://pixq.example.com"

@@ -276,3 +276,55 @@ def test_network_policies(rendered):
         assert pol, f"no NetworkPolicy for {client}"
         for target, port in (("pixq-nats", 4222), ("pixq-redis", 6379), ("pixq-minio", 9000)):
             assert any(_allows(p, labels[target], port) for p in pol), f"{client} -> {target}:{port} not allowed"
+
+
+WEBHOOK_EGRESS_EXCEPT = {"0.0.0.0/0": {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+                                       "100.64.0.0/10"},
+                         "::/0": {"fc00::/7", "fe80::/10"}}
+
+
+def _policies_for(rendered, name):
+    labels = one(rendered, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+    return [p for p in find(rendered, "NetworkPolicy") if _label_matches(p["spec"]["podSelector"].get("matchLabels"), labels)]
+
+
+def _ip_rules(policies):
+    return [rule for p in policies for rule in p["spec"].get("egress", [])
+            if any("ipBlock" in peer for peer in rule.get("to", []))]
+
+
+def test_workers_may_deliver_webhooks(rendered):
+    """Workers reach webhook receivers on the internet over HTTP(S), and resolve their names;
+    private, link-local (cloud metadata) and CGNAT ranges stay closed, each one that pixq's
+    SSRF guard (pixq.outbound) refuses anyway. The API gets no such egress."""
+    import ipaddress
+
+    from pixq.outbound import blocked_reason
+    workers = _policies_for(rendered, "pixq-worker")
+    (rule,) = _ip_rules(workers)
+    assert sorted((p["protocol"], p["port"]) for p in rule["ports"]) == [("TCP", 80), ("TCP", 443)]
+    blocks = {peer["ipBlock"]["cidr"]: set(peer["ipBlock"].get("except", [])) for peer in rule["to"]}
+    assert blocks == WEBHOOK_EGRESS_EXCEPT, blocks
+    for cidr in set().union(*blocks.values()):
+        network = ipaddress.ip_network(cidr)
+        for address in (network.network_address, network[1], network.broadcast_address):
+            assert blocked_reason(address), f"{cidr}: pixq would connect to {address}, the policy blocks it"
+    dns = [rule for p in workers for rule in p["spec"].get("egress", [])
+           if {"protocol": "UDP", "port": 53} in rule.get("ports", [])]
+    assert dns and all(peer.get("podSelector", {}).get("matchLabels") == {"k8s-app": "kube-dns"}
+                       for rule in dns for peer in rule["to"]), "workers must resolve receivers' names"
+    assert not _ip_rules(_policies_for(rendered, "pixq-api")), "the API sends no webhooks"
+
+
+def test_ingress_suits_event_streams(rendered):
+    """SSE streams and long-polls pass the Ingress: its read timeout outlasts the API's longest
+    silence (the SSE heartbeat, a long-poll's wait) with room to spare, and it does not force
+    response buffering on (the API's X-Accel-Buffering: no handles SSE either way)."""
+    from api.handlers.jobs import LONG_POLL_MAX_SECONDS
+    config = one(rendered, "ConfigMap", "pixq-config")["data"]
+    heartbeat = parse_duration(config.get("EVENTS_HEARTBEAT", Settings.model_fields["events_heartbeat"].default))
+    annotations = one(rendered, "Ingress", "pixq-api")["metadata"]["annotations"]
+    read_timeout = float(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"])
+    assert read_timeout >= 2 * heartbeat, f"proxy-read-timeout {read_timeout}s vs EVENTS_HEARTBEAT {heartbeat}s"
+    assert read_timeout >= LONG_POLL_MAX_SECONDS + 30, f"proxy-read-timeout {read_timeout}s vs long-poll"
+    assert annotations.get("nginx.ingress.kubernetes.io/proxy-buffering", "off") == "off"

@@ -12,7 +12,7 @@ import pixq.names as names
 
 from deploy_support import CHART, RENDERS, container, containers, find, objects, one, workloads
 from k8s_validation import validate_object
-from nats_conf import allowed, users
+from nats_conf import allowed, may_publish, users
 
 PIXQ = ("pixq-api", "pixq-worker")
 PASSWORD_CHARS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -64,24 +64,54 @@ def test_nats_users_get_only_their_subjects(rendered):
     for spec in (api, worker):
         assert spec["subscribe"] == ["_INBOX.>"], "replies, acks and pulled messages arrive on inboxes only"
         assert ">" not in spec["publish"] and "$JS.API.>" not in spec["publish"]
-        for stream in (names.JOBS_STREAM, names.DLQ_STREAM, names.ADVISORY_STREAM, names.STATUS_STREAM):
-            assert allowed(spec["publish"], f"$JS.API.STREAM.CREATE.{stream}")
-            assert not allowed(spec["publish"], f"$JS.API.STREAM.DELETE.{stream}")
-        assert not allowed(spec["publish"], "$JS.API.STREAM.CREATE.OTHER_APP")
-    # The API submits jobs and administers the DLQ; it never writes the workers' subjects.
-    assert allowed(api["publish"], names.job_subject("resize"))
-    assert allowed(api["publish"], f"$JS.API.STREAM.PURGE.{names.DLQ_STREAM}")
-    for subject in (f"pixq.dlq.{job_id}", f"pixq.status.{job_id}", f"pixq.events.acme.{job_id}",
+        for stream in (names.JOBS_STREAM, names.DLQ_STREAM, names.ADVISORY_STREAM, names.STATUS_STREAM,
+                       names.EVENTS_STREAM):
+            assert may_publish(spec, f"$JS.API.STREAM.CREATE.{stream}")
+            assert not may_publish(spec, f"$JS.API.STREAM.DELETE.{stream}")
+        assert not may_publish(spec, "$JS.API.STREAM.CREATE.OTHER_APP")
+    # The API submits jobs (and publishes their queued events, pixq.lifecycle), administers the
+    # DLQ and reads events; it never writes the workers' subjects.
+    assert may_publish(api, names.job_subject("resize"))
+    assert may_publish(api, names.job_event_subject("acme", job_id))
+    assert may_publish(api, f"$JS.API.STREAM.PURGE.{names.DLQ_STREAM}")
+    for subject in (f"pixq.dlq.{job_id}", f"pixq.status.{job_id}",
                     f"$JS.ACK.{names.JOBS_STREAM}.{names.WORKERS_CONSUMER}.1.1.1.1.0",
                     f"$JS.API.CONSUMER.DURABLE.CREATE.{names.JOBS_STREAM}.{names.WORKERS_CONSUMER}"):
-        assert not allowed(api["publish"], subject), f"pixq-api may publish {subject}"
-    # Workers consume jobs and write DLQ, status and events; they never submit or purge.
-    for subject in (f"pixq.dlq.{job_id}", f"pixq.status.{job_id}", f"pixq.events.acme.{job_id}",
+        assert not may_publish(api, subject), f"pixq-api may publish {subject}"
+    # Its own ephemeral consumers on the events stream work; the workers' durable webhook
+    # consumer there, which those wildcards would match, is denied to it.
+    events, hooks = names.EVENTS_STREAM, names.WEBHOOKS_CONSUMER
+    for subject in (f"$JS.API.CONSUMER.CREATE.{events}", f"$JS.API.CONSUMER.CREATE.{events}.eph1.pixq.events.acme.>",
+                    f"$JS.API.CONSUMER.MSG.NEXT.{events}.eph1", f"$JS.API.CONSUMER.DELETE.{events}.eph1"):
+        assert may_publish(api, subject), f"pixq-api may not publish {subject}"
+    wildcard_matched = (f"$JS.API.CONSUMER.CREATE.{events}.{hooks}", f"$JS.API.CONSUMER.CREATE.{events}.{hooks}.pixq.events.>",
+                        f"$JS.API.CONSUMER.MSG.NEXT.{events}.{hooks}", f"$JS.API.CONSUMER.DELETE.{events}.{hooks}")
+    for subject in wildcard_matched:
+        assert allowed(api["publish"], subject), f"{subject}: the allow list no longer matches it (is the deny still needed?)"
+    for subject in (*wildcard_matched, f"$JS.API.CONSUMER.DURABLE.CREATE.{events}.{hooks}",
+                    f"$JS.ACK.{events}.{hooks}.1.2.3.4.0"):
+        assert not may_publish(api, subject), f"pixq-api may publish {subject}"
+    # Workers consume jobs and events (webhooks) and write DLQ, status and events; they never
+    # submit or purge.
+    for subject in (f"pixq.dlq.{job_id}", f"pixq.status.{job_id}", names.job_event_subject("acme", job_id),
                     f"$JS.ACK.{names.JOBS_STREAM}.{names.WORKERS_CONSUMER}.1.1.1.1.0",
-                    f"$JS.API.CONSUMER.MSG.NEXT.{names.JOBS_STREAM}.{names.WORKERS_CONSUMER}"):
-        assert allowed(worker["publish"], subject), f"pixq-worker may not publish {subject}"
-    for subject in (names.job_subject("resize"), f"$JS.API.STREAM.PURGE.{names.DLQ_STREAM}"):
-        assert not allowed(worker["publish"], subject), f"pixq-worker may publish {subject}"
+                    f"$JS.API.CONSUMER.MSG.NEXT.{names.JOBS_STREAM}.{names.WORKERS_CONSUMER}",
+                    f"$JS.API.CONSUMER.DURABLE.CREATE.{events}.{hooks}", f"$JS.API.CONSUMER.MSG.NEXT.{events}.{hooks}",
+                    f"$JS.ACK.{events}.{hooks}.1.2.3.4.0"):
+        assert may_publish(worker, subject), f"pixq-worker may not publish {subject}"
+    for subject in (names.job_subject("resize"), f"$JS.API.STREAM.PURGE.{names.DLQ_STREAM}",
+                    f"$JS.API.CONSUMER.DELETE.{events}.{hooks}"):
+        assert not may_publish(worker, subject), f"pixq-worker may publish {subject}"
+
+
+def test_auth_parser_reads_deny_lists():
+    """The checks above can fail: a deny list is read as such, and wins over the allow list."""
+    spec = users("""authorization { users = [ { user: a, password: $P, permissions {
+        publish { allow: ["x.>"]  # comment "y"
+                  deny: ["x.secret"] }
+        subscribe { allow: ["_INBOX.>"] } } } ] }""")["a"]
+    assert spec["publish"] == ["x.>"] and spec["publish_deny"] == ["x.secret"] and spec["subscribe"] == ["_INBOX.>"]
+    assert may_publish(spec, "x.open") and not may_publish(spec, "x.secret") and not may_publish(spec, "y")
 
 
 def test_each_client_uses_its_own_nats_user(rendered):
@@ -153,10 +183,30 @@ def test_secrets_are_files_or_secret_refs(rendered):
             projected.add(filename)
         for forbidden in ("API_KEYS", "ADMIN_API_KEYS"):
             assert forbidden not in _env(c) and f"{forbidden}_FILE" not in _env(c), f"{dep}: {forbidden}"
-        if dep == "pixq-worker":
-            assert not {"URL_SIGNING_KEY", "tenants.yaml"} & projected, "workers need no signing key or API keys"
-        else:
-            assert {"MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "URL_SIGNING_KEY", "tenants.yaml"} <= projected
+        # Both mint download links (the workers in webhook bodies) and read tenants (the
+        # workers for settings.webhook_url / webhook_secrets).
+        assert {"MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "URL_SIGNING_KEY", "tenants.yaml"} <= projected, dep
+        # Secrets in the environment: only the passwords composed into URLs, and the
+        # optional WEBHOOK_SECRETS (test_webhook_secrets_are_optional).
+        from_secrets = {name for name, item in _env(c).items() if "secretKeyRef" in item.get("valueFrom", {})}
+        assert from_secrets <= {"NATS_PASSWORD", "REDIS_PASSWORD", "WEBHOOK_SECRETS"}, f"{dep}: {from_secrets}"
+
+
+def test_webhook_secrets_are_optional(rendered, overlay):
+    """WEBHOOK_SECRETS comes from the storage Secret's key of that name, optional: a Secret
+    created without it (no webhooks) still starts the pods, with no global signing secret. A
+    file (WEBHOOK_SECRETS_FILE) could not be optional: pixq refuses a _FILE that is missing."""
+    for dep in PIXQ:
+        pod = one(rendered, "Deployment", dep)["spec"]["template"]["spec"]
+        env = _env(pod["containers"][0])
+        assert "WEBHOOK_SECRETS_FILE" not in env, dep
+        ref = env["WEBHOOK_SECRETS"]["valueFrom"]["secretKeyRef"]
+        (storage,) = [v["secret"]["secretName"] for v in pod["volumes"] if v["name"] == "secrets"]
+        assert ref == {"name": storage, "key": "WEBHOOK_SECRETS", "optional": True}, f"{dep}: {ref}"
+    secret = find(rendered, "Secret", "pixq-secrets")
+    if overlay != "helm-prod":
+        value = secret[0]["stringData"]["WEBHOOK_SECRETS"]
+        assert value.startswith("whsec_"), "a placeholder pixq refuses as a placeholder, not as malformed"
 
 
 def test_tenants_file_from_a_secret(rendered, overlay):

@@ -101,7 +101,11 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
 
 {{/* The API's and workers' credentials. Argument: (dict "ctx" $ "component" "api"|"worker").
      Passwords come from Secrets into $(VAR) references composed into NATS_URL / REDIS_URL
-     (NATS_PASSWORD and REDIS_PASSWORD serve only that); every other secret is a file. */}}
+     (NATS_PASSWORD and REDIS_PASSWORD serve only that); every other secret is a file, except
+     the optional WEBHOOK_SECRETS: an optional secretKeyRef, so a Secret without that key
+     starts pods with no global webhook signing secret (a file would have to exist). Both
+     components get the URL signing key, the tenants and the webhook secrets: the API mints
+     links and checks callbacks, the workers deliver webhooks. */}}
 {{- define "pixq.connectionEnv" -}}
 {{- $ctx := .ctx -}}
 {{- $v := $ctx.Values -}}
@@ -144,12 +148,16 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
   value: /etc/pixq/secrets/MINIO_ACCESS_KEY
 - name: MINIO_SECRET_KEY_FILE
   value: /etc/pixq/secrets/MINIO_SECRET_KEY
-{{- if eq .component "api" }}
 - name: URL_SIGNING_KEY_FILE
   value: /etc/pixq/secrets/URL_SIGNING_KEY
 - name: TENANTS_FILE
   value: /etc/pixq/tenants/tenants.yaml
-{{- end }}
+- name: WEBHOOK_SECRETS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "pixq.secretName" $ctx }}
+      key: WEBHOOK_SECRETS
+      optional: true
 {{- end -}}
 
 {{/* volumeMounts for pixq.connectionEnv's files. Same argument. */}}
@@ -158,11 +166,9 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
 - name: secrets
   mountPath: /etc/pixq/secrets
   readOnly: true
-{{- if eq .component "api" }}
 - name: tenants
   mountPath: /etc/pixq/tenants
   readOnly: true
-{{- end }}
 {{- if and $v.nats.enabled $v.nats.tls.enabled }}
 - name: nats-tls
   mountPath: /etc/pixq/nats-tls
@@ -192,17 +198,13 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
     items:
       - {key: MINIO_ACCESS_KEY, path: MINIO_ACCESS_KEY}
       - {key: MINIO_SECRET_KEY, path: MINIO_SECRET_KEY}
-      {{- if eq .component "api" }}
       - {key: URL_SIGNING_KEY, path: URL_SIGNING_KEY}
-      {{- end }}
-{{- if eq .component "api" }}
 - name: tenants
   secret:
     secretName: {{ include "pixq.tenantsSecretName" $ctx }}
     defaultMode: 0440
     items:
       - {key: tenants.yaml, path: tenants.yaml}
-{{- end }}
 {{- if and $v.nats.enabled $v.nats.tls.enabled }}
 - name: nats-tls
   secret:

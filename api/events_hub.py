@@ -1,0 +1,313 @@
+"""One tail of PIXQ_EVENTS per API process, shared by every SSE stream and long-poll in it.
+
+A thousand open streams must not mean a thousand JetStream consumers, so each API process
+reads the live end of the stream once (an ordered push consumer on ``pixq.events.>``) and
+hands each event to the in-memory listeners that asked for it: every event (an admin), one
+tenant's, or one job's. Nothing here is shared between replicas: a client may reconnect to
+any of them, because what it missed is read back from JetStream by stream sequence
+(api.sse), never from this process.
+
+Guarantees a reader builds on:
+
+- **Coverage**: the hub delivers every event with a stream sequence >= ``start_sequence``
+  (the stream's end when the hub started), in sequence order. So a listener registered at
+  any moment receives every event stored after that moment; what was stored before, it
+  reads from JetStream (``replay``) up to the stream's last sequence read *after*
+  registering, and the two overlap rather than leave a gap (the reader skips sequences it
+  has already sent).
+- **Bounded memory**: each listener holds at most ``LISTENER_QUEUE_MAX`` events. One that
+  falls further behind is ended (``lagged``); its client reconnects with Last-Event-ID and
+  catches up from JetStream. The hub never waits for a slow listener.
+- **No silent gap**: the consumer reads the whole stream, whose sequences have no holes
+  (limits retention only removes the oldest), so a jump in sequence means the hub missed
+  events (a slow-consumer drop in the client library); every listener is then ended as
+  lagged, and their clients resume from JetStream.
+- **NATS reconnects**: nats-py recreates an ordered consumer from the last sequence it
+  received when its idle heartbeats stop (a restarted server forgot the consumer).
+  Before the first message that sequence is 0 — it would replay the whole 72 h stream —
+  so the hub seeds it with its start sequence, and drops anything at or below the last
+  sequence it delivered in any case.
+"""
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import web
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from pixq import names
+from pixq.errors import ErrorCode, PixqError, describe
+
+log = structlog.get_logger("pixq.api.events")
+
+LISTENER_QUEUE_MAX = 1000
+"""Events one listener may hold unsent; beyond that it is ended and its client resumes from JetStream."""
+IDLE_HEARTBEAT_SECONDS = 1.0
+"""The hub's consumer heartbeat: two missed ones (a restarted server) make nats-py recreate it."""
+REPLAY_BATCH = 256
+REPLAY_FETCH_SECONDS = 2.0
+JS_TIMEOUT_SECONDS = 5.0
+
+ALL = ("all", "")
+
+
+@dataclass(slots=True)
+class HubEvent:
+    """One stored event: its stream sequence, where it belongs, and its envelope (pixq.events).
+    Shared by every listener it reaches: readers never modify it."""
+
+    sequence: int
+    tenant: str
+    kind: str
+    """``job`` or ``batch``, from the subject."""
+    target: str
+    """The job or batch id, from the subject."""
+    envelope: dict[str, Any]
+    frame: bytes | None = field(default=None, repr=False, compare=False)
+    """The SSE frame, encoded once for every stream that sends it unchanged (no URLs to mint)."""
+
+    @property
+    def position(self) -> tuple[int, ...]:
+        return tuple(self.envelope.get("position") or (0, 0, 0))
+
+
+def parse_event(subject: str, sequence: int, data: bytes) -> HubEvent | None:
+    """``pixq.events.<tenant>.<job|batch>.<id>`` and its JSON envelope; None for anything else."""
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[3] not in ("job", "batch"):
+        return None
+    try:
+        envelope = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("type"), str):
+        return None
+    return HubEvent(sequence=sequence, tenant=parts[2], kind=parts[3], target=parts[4], envelope=envelope)
+
+
+class StreamEnded(Exception):
+    """A listener was ended: ``lagged`` (resume from JetStream) or ``shutdown`` (the process stops)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Listener:
+    """The events one stream or long-poll asked for, in sequence order, at most ``maxlen`` unsent."""
+
+    def __init__(self, key: tuple[str, str], maxlen: int) -> None:
+        self.key = key
+        self._items: deque[HubEvent] = deque()
+        self._maxlen = maxlen
+        self._ready = asyncio.Event()
+        self.ended: str | None = None
+
+    def offer(self, event: HubEvent) -> None:
+        if self.ended:
+            return
+        if len(self._items) >= self._maxlen:
+            self.end("lagged")
+            return
+        self._items.append(event)
+        self._ready.set()
+
+    def end(self, reason: str) -> None:
+        """Stop this listener; what it held is dropped (a reader resumes from JetStream)."""
+        if self.ended is None:
+            self.ended = reason
+            self._items.clear()
+        self._ready.set()
+
+    async def next(self, timeout: float | None) -> HubEvent | None:
+        """The next event; None when ``timeout`` passes first; StreamEnded once ended."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not self._items:
+                    if self.ended:
+                        raise StreamEnded(self.ended)
+                    self._ready.clear()
+                    await self._ready.wait()
+        except TimeoutError:
+            return None
+        if self.ended:
+            raise StreamEnded(self.ended)
+        return self._items.popleft()
+
+
+class EventHub:
+    """The process's one reader of the live end of PIXQ_EVENTS (see the module docstring)."""
+
+    def __init__(self, js: JetStreamContext, listener_max: int = LISTENER_QUEUE_MAX) -> None:
+        self.js = js
+        self.listener_max = listener_max
+        self.start_sequence = 0
+        self.last_sequence = 0
+        """The last sequence handed to listeners."""
+        self.gaps = 0
+        """Jumps in sequence (missed events): every listener was ended each time."""
+        self.stale = 0
+        """Events received again after a consumer reset, and dropped."""
+        self._listeners: dict[tuple[str, str], set[Listener]] = {}
+        self._subscription = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        """Tail the stream from its current end; PixqError(QUEUE_UNAVAILABLE) if NATS does not answer."""
+        _, last = await self.bounds()
+        self.start_sequence = last + 1
+        self.last_sequence = last
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.start_sequence,
+                                ack_policy=AckPolicy.NONE, filter_subject=names.EVENTS_SUBJECTS[0])
+        try:
+            self._subscription = await self.js.subscribe(
+                names.EVENTS_SUBJECTS[0], stream=names.EVENTS_STREAM, cb=self._on_message, config=config,
+                ordered_consumer=True, idle_heartbeat=IDLE_HEARTBEAT_SECONDS)
+        except (NatsError, OSError, asyncio.TimeoutError) as exc:
+            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"cannot tail {names.EVENTS_STREAM}: {describe(exc)}") from None
+        # nats-py restarts an ordered consumer from the last sequence it received + 1; before
+        # any message that is 1, the start of the whole stream. Seed it with where we started.
+        state = getattr(getattr(self._subscription, "_sub", None), "_jsi", None)
+        if state is not None and getattr(state, "_sseq", None) == 0:
+            state._sseq = last
+        log.info("events_hub_started", start_sequence=self.start_sequence)
+
+    async def stop(self) -> None:
+        """End every listener (streams close, long-polls answer) and stop reading; safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for listeners in list(self._listeners.values()):
+            for listener in list(listeners):
+                listener.end("shutdown")
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            with contextlib.suppress(NatsError, OSError, asyncio.TimeoutError):
+                await subscription.unsubscribe()
+
+    @property
+    def listeners(self) -> int:
+        return sum(len(group) for group in self._listeners.values())
+
+    @contextlib.contextmanager
+    def listen(self, key: tuple[str, str]) -> Iterator[Listener]:
+        """Register a listener for ``key`` (``ALL``, ``("tenant", name)`` or ``("job", id)``) for
+        the duration of the block."""
+        listener = Listener(key, self.listener_max)
+        if self._stopped:
+            listener.end("shutdown")
+        group = self._listeners.setdefault(key, set())
+        group.add(listener)
+        try:
+            yield listener
+        finally:
+            group.discard(listener)
+            if not group and self._listeners.get(key) is group:
+                del self._listeners[key]
+
+    async def _on_message(self, msg: Msg) -> None:
+        try:
+            sequence = msg.metadata.sequence.stream
+        except (ValueError, IndexError, AttributeError):
+            return
+        if sequence <= self.last_sequence:
+            self.stale += 1
+            return  # redelivered after a consumer reset: already handed out
+        if sequence != self.last_sequence + 1:
+            self.gaps += 1
+            log.warning("events_hub_gap", expected=self.last_sequence + 1, received=sequence,
+                        listeners=self.listeners)
+            for listeners in list(self._listeners.values()):
+                for listener in list(listeners):
+                    listener.end("lagged")
+        self.last_sequence = sequence
+        event = parse_event(msg.subject, sequence, msg.data)
+        if event is None:
+            return
+        keys = [ALL, ("tenant", event.tenant)]
+        if event.kind == "job":
+            keys.append(("job", event.target))
+        for key in keys:
+            for listener in list(self._listeners.get(key, ())):
+                listener.offer(event)
+
+    async def bounds(self) -> tuple[int, int]:
+        """The stream's (first, last) sequence now; PixqError(QUEUE_UNAVAILABLE) if NATS does not answer."""
+        try:
+            info = await self.js.stream_info(names.EVENTS_STREAM)
+        except (NatsError, OSError, asyncio.TimeoutError) as exc:
+            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"cannot read {names.EVENTS_STREAM}: {describe(exc)}") from None
+        return int(info.state.first_seq or 0), int(info.state.last_seq or 0)
+
+    async def last_event(self, subject: str) -> HubEvent | None:
+        """The latest stored event on one subject (a job's), or None when it has none left."""
+        try:
+            raw = await self.js.get_last_msg(names.EVENTS_STREAM, subject)
+        except NotFoundError:
+            return None
+        except (NatsError, OSError, asyncio.TimeoutError) as exc:
+            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"cannot read {names.EVENTS_STREAM}: {describe(exc)}") from None
+        return parse_event(raw.subject, raw.seq, raw.data or b"")
+
+    async def replay(self, subject_filter: str, start: int, until: int) -> AsyncIterator[HubEvent]:
+        """Stored events matching ``subject_filter`` with sequences from ``start`` to at least
+        ``until``, oldest first, through a temporary consumer. Use with contextlib.aclosing.
+
+        Only for catching up (a reconnect with Last-Event-ID), never for the live tail: a
+        reader registers its listener first and passes the stream's last sequence read after
+        that as ``until``, so everything later reaches it through the hub."""
+        config = ConsumerConfig(filter_subject=subject_filter, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                opt_start_seq=max(1, start), ack_policy=AckPolicy.NONE, inactive_threshold=60.0,
+                                mem_storage=True, num_replicas=1)
+        try:
+            info = await self.js.add_consumer(names.EVENTS_STREAM, config, timeout=JS_TIMEOUT_SECONDS)
+        except (NatsError, OSError, asyncio.TimeoutError) as exc:
+            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"cannot read {names.EVENTS_STREAM}: {describe(exc)}") from None
+        pending, sequence = info.num_pending or 0, start - 1
+        subscription = None
+        try:
+            if pending:
+                subscription = await self.js.pull_subscribe_bind(info.name, names.EVENTS_STREAM)
+            while pending and sequence < until:
+                try:
+                    messages = await subscription.fetch(min(REPLAY_BATCH, pending), timeout=REPLAY_FETCH_SECONDS)
+                except (NatsError, asyncio.TimeoutError) as exc:
+                    # Never end a catch-up early in silence: the reader would skip events.
+                    raise PixqError(ErrorCode.QUEUE_UNAVAILABLE,
+                                    f"cannot replay {names.EVENTS_STREAM}: {describe(exc)}") from None
+                for msg in messages:
+                    pending, sequence = msg.metadata.num_pending, msg.metadata.sequence.stream
+                    event = parse_event(msg.subject, sequence, msg.data)
+                    if event is not None:
+                        yield event
+        finally:
+            if subscription is not None:
+                with contextlib.suppress(NatsError, OSError, asyncio.TimeoutError):
+                    await subscription.unsubscribe()
+            with contextlib.suppress(NatsError, OSError, asyncio.TimeoutError):
+                await self.js.delete_consumer(names.EVENTS_STREAM, info.name)
+
+
+EVENTS_HUB = web.AppKey("events_hub", EventHub)
+
+
+def hub_of(request: web.Request) -> EventHub:
+    return request.app[EVENTS_HUB]
+
+
+async def end_streams(app: web.Application) -> None:
+    """End every SSE stream and answer every long-poll now (on SIGTERM, before draining requests):
+    clients reconnect to another replica with Last-Event-ID."""
+    hub = app.get(EVENTS_HUB)
+    if hub is not None:
+        await hub.stop()

@@ -1,0 +1,57 @@
+"""The public JSON shape of a job status: what GET /api/v1/jobs/{id}, SSE events and webhooks carry.
+
+One function builds it from a stored status record, so the three can never disagree.
+Download URLs are not stored anywhere: presigned S3 URLs and local signed links expire, so
+``mint`` makes fresh ones each time a document leaves pixq (None leaves them out, as in the
+events stored in PIXQ_EVENTS; ``with_urls`` adds them when an event is sent).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from pixq.jobs import JobType
+
+Mint = Callable[[str], str]
+"""Storage key -> a download URL valid for URL_TTL."""
+
+_OUTPUT_FIELDS = ("storage_key", "width", "height", "format", "bytes")
+
+
+def public_status(record: dict[str, Any], mint: Mint | None = None) -> dict[str, Any]:
+    """``{job_id, type, status, attempts, created_at, updated_at, result, error, error_code}``
+    (plus ``next_attempt_at`` while retrying and ``batch_id`` for a batch's job)."""
+    result = None
+    stored = record.get("result")
+    if stored and stored.get("variants"):
+        variants = [{"name": v["name"], **{k: v[k] for k in _OUTPUT_FIELDS}} for v in stored["variants"]]
+        result = {k: variants[0][k] for k in _OUTPUT_FIELDS}
+        if record.get("type") == JobType.PIPELINE.value:
+            result["variants"] = variants
+    body = {
+        "job_id": record["job_id"],
+        "type": record.get("type"),
+        "status": record.get("status"),
+        "attempts": record.get("attempts", 0),
+        "created_at": record.get("created_at"),
+        "updated_at": record.get("updated_at"),
+        "result": result,
+        "error": record.get("error"),
+        "error_code": record.get("error_code"),
+    }
+    if record.get("next_attempt_at"):
+        body["next_attempt_at"] = record["next_attempt_at"]
+    if record.get("batch_id"):
+        body["batch_id"] = record["batch_id"]
+    return with_urls(body, mint) if mint is not None else body
+
+
+def with_urls(document: dict[str, Any], mint: Mint) -> dict[str, Any]:
+    """A copy of a public status document with a fresh ``url`` on its result and each variant."""
+    result = document.get("result")
+    if not result:
+        return document
+    result = {"url": mint(result["storage_key"]), **result}
+    if "variants" in result:
+        result["variants"] = [{"name": v["name"], "url": mint(v["storage_key"]),
+                               **{k: v[k] for k in _OUTPUT_FIELDS}} for v in result["variants"]]
+    return {**document, "result": result}
