@@ -6,6 +6,7 @@ Ctrl-C or SIGTERM stops every child (workers first, so they drain), then exits.
 """
 
 import argparse
+import base64
 import os
 import shutil
 import signal
@@ -100,6 +101,12 @@ class Stack:
             if not key_file.exists():
                 key_file.write_text(os.urandom(32).hex())
             env["URL_SIGNING_KEY"] = key_file.read_text().strip()
+        if not os.environ.get("WEBHOOK_SECRETS"):
+            # Webhooks are signed, never sent unsigned: a local secret lets callback_url work here.
+            secret_file = self.root / "webhook-secret"
+            if not secret_file.exists():
+                secret_file.write_text("whsec_" + base64.b64encode(os.urandom(32)).decode())
+            env["WEBHOOK_SECRETS"] = secret_file.read_text().strip()
         bindir = Path(sys.executable).parent
         self.spawn("api", [str(bindir / "pixq-api")], env)
         for index in range(self.workers):

@@ -21,6 +21,9 @@ PIXQ_METRICS = {
     # num_pending + num_ack_pending of pixq-workers: KEDA's lag, the HPA fallback's metric.
     "pixq_queue_backlog_messages": "gauge",
     "pixq_dlq_messages": "gauge",
+    "pixq_sse_connections": "gauge",
+    "pixq_webhook_deliveries_total": "counter",
+    "pixq_webhook_attempt_duration_seconds": "histogram",
 }
 DASHBOARD_FILES = sorted(DASHBOARDS.glob("*.json"))
 
@@ -72,6 +75,8 @@ def test_dashboards_cover_required_views():
         "worker replicas": "kube_deployment_status_replicas_available",
         "API latency": "pixq_api_request_duration_seconds_bucket",
         "API errors": 'status=~"5.."',
+        "open SSE streams": "pixq_sse_connections",
+        "webhook outcomes": "pixq_webhook_deliveries_total",
     }
     missing = [view for view, needle in required.items() if needle not in exprs]
     assert not missing, f"dashboards lack: {missing}"

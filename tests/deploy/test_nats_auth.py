@@ -279,6 +279,21 @@ async def test_tls_component_serves_pixq_over_tls(tmp_path):
             await queue.connect(Settings(nats_url=url.replace("tls://", "nats://")), "plain", attempts=1)
 
 
+@contextlib.asynccontextmanager
+async def worker_and_api(urls: dict[str, str], settings: Settings):
+    """Both users connected, the streams and the workers' consumers in place; the webhook
+    consumer's config as the worker created it."""
+    worker = await Client().connect(urls["pixq-worker"])
+    api = await Client().connect(urls["pixq-api"])
+    try:
+        await queue.ensure_streams(worker.js, settings)
+        await queue.ensure_worker_consumers(worker.js, settings)
+        yield worker, api, (await worker.js.consumer_info(EVENTS_STREAM, names.WEBHOOKS_CONSUMER)).config
+    finally:
+        await worker.nc.close()
+        await api.nc.close()
+
+
 async def test_api_cannot_touch_the_webhook_consumer(nats_dev):
     """The API's wildcards for its own readers of the events stream would also match the
     workers' durable webhook consumer; the deny list keeps the API from creating (updating),
@@ -287,12 +302,7 @@ async def test_api_cannot_touch_the_webhook_consumer(nats_dev):
     _, urls, _ = nats_dev
     settings = Settings()
     events, hooks = EVENTS_STREAM, names.WEBHOOKS_CONSUMER
-    worker = await Client().connect(urls["pixq-worker"])
-    api = await Client().connect(urls["pixq-api"])
-    try:
-        await queue.ensure_streams(worker.js, settings)
-        await queue.ensure_worker_consumers(worker.js, settings)
-        before = (await worker.js.consumer_info(events, hooks)).config
+    async with worker_and_api(urls, settings) as (worker, api, before):
         await worker.js.publish(names.job_event_subject("acme", str(uuid.uuid4())), b"{}", stream=events)
 
         wanted = queue.webhooks_consumer_config(settings)
@@ -319,9 +329,6 @@ async def test_api_cannot_touch_the_webhook_consumer(nats_dev):
         info = await worker.js.consumer_info(events, hooks)
         assert info.config == before, "the API changed the webhook consumer"
         assert (info.num_pending, info.num_ack_pending) == (1, 0), "the API took a webhook delivery"
-    finally:
-        await worker.nc.close()
-        await api.nc.close()
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -334,18 +341,10 @@ async def test_api_cannot_update_the_webhook_consumer_by_body_name(nats_dev):
     _, urls, _ = nats_dev
     settings = Settings()
     events, hooks = EVENTS_STREAM, names.WEBHOOKS_CONSUMER
-    worker = await Client().connect(urls["pixq-worker"])
-    api = await Client().connect(urls["pixq-api"])
-    try:
-        await queue.ensure_streams(worker.js, settings)
-        await queue.ensure_worker_consumers(worker.js, settings)
-        before = (await worker.js.consumer_info(events, hooks)).config
+    async with worker_and_api(urls, settings) as (worker, api, before):
         config = {**queue.webhooks_consumer_config(settings).as_dict(), "ack_wait": 1_000_000_000, "name": hooks}
         config.pop("durable_name", None)
         with contextlib.suppress(NatsError, asyncio.TimeoutError):
             await api.nc.request(f"$JS.API.CONSUMER.CREATE.{events}", json.dumps(
                 {"stream_name": events, "config": config}).encode(), timeout=2)
         assert (await worker.js.consumer_info(events, hooks)).config == before, "the API changed the webhook consumer"
-    finally:
-        await worker.nc.close()
-        await api.nc.close()

@@ -11,6 +11,7 @@ from pixq.spec import to_pipeline
 from tests.fixtures import fixture
 from tests.imaging.conftest import BLUE, GREEN, RED, WHITE, decode, gradient, make_limits, pixel, quadrants
 from worker.imaging import process
+from worker.imaging.pipeline import classify
 
 
 def run(image_or_bytes, job_type="resize", limits=None, cancel=None, **params):
@@ -321,6 +322,17 @@ def test_truncated_fails_with_invalid_image():
         with pytest.raises(PixqError) as info:
             run(fixture(f"sharp/{name}").read_bytes(), width=100)
         assert info.value.code == ErrorCode.INVALID_IMAGE, name
+
+
+@pytest.mark.parametrize("name, code", [("sharp/truncated.jpg", ErrorCode.INVALID_IMAGE),
+                                        ("sharp/truncated.png", ErrorCode.INVALID_IMAGE)])
+def test_a_save_failure_whose_message_another_thread_took_still_blames_the_input(name, code):
+    """libvips' error buffer is process-wide: a job failing at the same time on another
+    thread can take the decoder's message, leaving only "unable to call ...Save...". The
+    input is then decoded once more to decide whose fault it was."""
+    bare = pyvips.Error("unable to call VipsForeignSaveJpegTarget", detail="")
+    assert classify(bare, fixture(name).read_bytes()).code == code
+    assert classify(bare, quadrants().write_to_buffer(".png")).code == ErrorCode.PROCESSING_FAILED
 
 
 def test_cancel_before_start():

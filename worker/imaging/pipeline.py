@@ -47,7 +47,7 @@ def process(data: bytes, spec: PipelineSpec, limits: Limits,
         raise
     except pyvips.Error as exc:
         guard.check()
-        raise classify(exc) from None
+        raise classify(exc, data) from None
     except Exception as exc:  # noqa: BLE001 - the contract: nothing else escapes
         guard.check()
         raise PixqError(ErrorCode.PROCESSING_FAILED, f"processing failed: {type(exc).__name__}: {exc}") from None
@@ -168,13 +168,28 @@ _INPUT_ERRORS = ("load", "vipsjpeg", "vipspng", "libpng", "gif", "webp", "tiff",
                  "premature", "truncated", "corrupt", "read error", "not a known", "bad ")
 
 
-def classify(exc: pyvips.Error) -> PixqError:
-    """A libvips failure: bad input data (INVALID_IMAGE) or anything else (PROCESSING_FAILED)."""
+def classify(exc: pyvips.Error, data: bytes) -> PixqError:
+    """A libvips failure: bad input data (INVALID_IMAGE) or anything else (PROCESSING_FAILED).
+
+    Decoding is lazy, so a truncated input usually fails inside the *save*, and only libvips'
+    error text says the input was at fault. That text comes from one process-wide buffer,
+    which a job failing at the same time on another thread may have taken first: then the
+    message names nothing but the save. So before calling a failure PROCESSING_FAILED, the
+    input is decoded once more in full; if that fails too, the input is what is wrong."""
     text = str(exc).lower()
     detail = text.split("\n", 1)[1] if "\n" in text else text
-    if any(marker in detail for marker in _INPUT_ERRORS):
+    if any(marker in detail for marker in _INPUT_ERRORS) or not decodes_fully(data):
         return PixqError(ErrorCode.INVALID_IMAGE, f"cannot decode input: {vips_message(exc)}")
     return PixqError(ErrorCode.PROCESSING_FAILED, f"processing failed: {vips_message(exc)}")
+
+
+def decodes_fully(data: bytes) -> bool:
+    """Does every pixel of the input decode (truncation included)? Only on the failure path."""
+    try:
+        pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="truncated").avg()
+        return True
+    except pyvips.Error:
+        return False
 
 
 class Cancellation(threading.Event):
