@@ -143,6 +143,14 @@ def nats_connect_options(settings: Settings, tls_in_use: Callable[[], bool] | No
 # --- Redis -------------------------------------------------------------------------------
 
 
+REDIS_MAX_CONNECTIONS = 100
+"""Redis connections per process. A request beyond them waits for one (BlockingConnectionPool)
+rather than failing at once: redis-py's plain pool raises "Too many connections", which a
+burst of concurrent submits turned into 503s while Redis itself was idle."""
+REDIS_POOL_WAIT_SECONDS = 5.0
+"""How long a request waits for a free connection before it is STATUS_UNAVAILABLE (503)."""
+
+
 def redis_client(settings: Settings) -> redis.Redis:
     """The Redis client of REDIS_URL (``redis://user:pass@host:port/db``; redis-py decodes
     percent-escapes in the credentials). ``rediss://`` turns on TLS with certificate and
@@ -158,7 +166,9 @@ def redis_client(settings: Settings) -> redis.Redis:
         options.update(ssl_cert_reqs="required", ssl_check_hostname=True, ssl_min_version=ssl.TLSVersion.TLSv1_2)
         if settings.redis_tls_ca_file:
             options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
-    return redis.Redis.from_url(settings.redis_url, **options)
+    pool = redis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=REDIS_MAX_CONNECTIONS,
+                                                 timeout=REDIS_POOL_WAIT_SECONDS, **options)
+    return redis.Redis(connection_pool=pool)
 
 
 # --- S3 ----------------------------------------------------------------------------------
