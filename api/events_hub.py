@@ -73,8 +73,9 @@ class HubEvent:
     target: str
     """The job or batch id, from the subject."""
     envelope: dict[str, Any]
-    frame: bytes | None = field(default=None, repr=False, compare=False)
-    """The SSE frame, encoded once for every stream that sends it unchanged (no URLs to mint)."""
+    frames: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+    """The SSE frame by origin the URLs were minted for: encoded (and its URLs minted) once for
+    every stream of that origin, not once per stream."""
 
     @property
     def position(self) -> tuple[int, ...]:

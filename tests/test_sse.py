@@ -676,6 +676,7 @@ async def test_tenant_stream_merges_replay_and_live_tail_without_repeats(monkeyp
         stream = RecordingStream(listener)
         resume = event_handlers.Resume(last_id, 1, 8)
         await asyncio.wait_for(event_handlers._tenant_stream(
-            stream, listener, hub, resume, "pixq.events.acme.>", event_handlers.EventFilter(), str, 8), 5)
+            stream, listener, hub, resume, "pixq.events.acme.>", event_handlers.EventFilter(),
+            event_handlers.Urls(str, "http://127.0.0.1"), 8), 5)
     assert stream.ids == expected
     assert replays == ([(last_id + 1, 8)] if last_id is not None and last_id < 8 else [])
