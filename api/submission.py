@@ -6,21 +6,23 @@ released), so a 503 never leaves a half-created job.
 """
 
 import asyncio
+import json
 import uuid
 from dataclasses import dataclass
 
 import structlog
 
+from api import direct_uploads, presets
 from api.context import ApiContext
 from api.metrics import JOBS_SUBMITTED
 from api.params import is_utf8
 from api.uploads import SubmitRequest
-from pixq import events, lifecycle, names
+from pixq import events, lifecycle, names, sources
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType
 from pixq.queue import PublishUnconfirmed, publish_job
 from pixq.sniff import check_spec_fits, sniff
-from pixq.spec import PipelineSpec, to_pipeline
+from pixq.spec import PipelineSpec
 from pixq.tenants import Tenant
 
 log = structlog.get_logger("pixq.api")
@@ -80,7 +82,7 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
     """Run the whole submit for ``tenant``; raises PixqError (4xx for the client's mistakes, 503 for outages).
 
     A batch reserves its items' ``job_id`` before accepting them (pixq.batches)."""
-    spec = to_pipeline(job_type, submit.parameters)
+    spec, preset = presets.compile_spec(ctx, tenant, job_type, submit)
     if idempotency_key:
         existing = await ctx.deps.status.idempotent_job(tenant.name, idempotency_key)
         if existing:
@@ -91,8 +93,13 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
     claimed = False
     created = False
     try:
+        source_url = None
         if submit.upload is not None:
             storage_key = uploaded_key = await _store_upload(ctx, submit, spec, tenant, job_id)
+        elif submit.upload_id is not None:
+            storage_key = await direct_uploads.claim(ctx, tenant, submit.upload_id, spec)
+        elif submit.source_url is not None:
+            storage_key, source_url = None, sources.check_source_url(submit.source_url, ctx.settings, tenant)
         else:
             assert submit.storage_key is not None
             storage_key = submit.storage_key
@@ -104,13 +111,15 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
                 raise _LostRace(winner)
             claimed = True
         record = await ctx.deps.status.create(job_id, job_type.value, tenant.name, request_id,
-                                              callback_url=callback_url, batch_id=batch_id)
+                                              callback_url=callback_url, batch_id=batch_id,
+                                              preset=json.dumps(preset) if preset else None)
         created = True
         # Sent ahead of the job's message, so the queued event precedes every worker's event;
         # confirmed once the job is accepted (events.send_job_event_ahead).
         await events.send_job_event_ahead(ctx.deps.nc, record)
         message = JobMessage(job_id=job_id, type=job_type, tenant=tenant.name, spec=spec,
-                             input=JobInput(storage_key=storage_key), callback_url=callback_url, batch_id=batch_id,
+                             input=JobInput(storage_key=storage_key, url=source_url), callback_url=callback_url,
+                             batch_id=batch_id, preset=preset,
                              metadata=JobMetadata(created_at=record["created_at"], request_id=request_id))
         try:
             await publish_job(ctx.deps.js, message)
@@ -138,7 +147,7 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
     except PixqError as exc:  # the job is queued all the same; its later events will follow
         job_log.warning("event_not_published", status=JobStatus.QUEUED.value, error=exc.message)
     JOBS_SUBMITTED.labels(job_type.value, tenant.name).inc()
-    job_log.info("job_accepted", type=job_type.value, storage_key=storage_key)
+    job_log.info("job_accepted", type=job_type.value, storage_key=storage_key, source_url=source_url)
     return Accepted(job_id, replayed=False)
 
 

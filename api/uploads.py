@@ -54,11 +54,14 @@ def _parse_json(data: str | bytes, what: str) -> Any:
 
 @dataclass
 class SubmitRequest:
-    """Parameters plus either an uploaded file (``upload``) or an existing ``storage_key``."""
+    """Parameters plus exactly one input: an uploaded file (``upload``), an existing
+    ``storage_key``, a direct upload's ``upload_id``, or a ``source_url`` the worker fetches."""
 
     parameters: dict[str, Any]
     upload: Path | None = None
     storage_key: str | None = None
+    upload_id: str | None = None
+    source_url: str | None = None
     content_type: str = "application/octet-stream"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -146,14 +149,25 @@ async def _read_json(request: web.Request, content_type: str) -> SubmitRequest:
     body = _parse_json(text, "body")
     if not isinstance(body, dict):
         raise PixqError(ErrorCode.INVALID_REQUEST, "body must be a JSON object")
-    source = body.get("input")
-    if not isinstance(source, dict) or not isinstance(source.get("storage_key"), str) or not source["storage_key"]:
-        raise PixqError(ErrorCode.INVALID_REQUEST, 'JSON requests need "input": {"storage_key": "..."}')
+    kind, value = json_input(body.get("input"))
     parameters = body.get("parameters", {})
     if not isinstance(parameters, dict):
         raise PixqError(ErrorCode.INVALID_REQUEST, '"parameters" must be an object')
     extra = {key: value for key, value in body.items() if key not in ("input", "parameters")}
-    return SubmitRequest(parameters=parameters, storage_key=source["storage_key"], extra=extra)
+    return SubmitRequest(parameters=parameters, extra=extra, **{kind: value})
+
+
+INPUT_KINDS = {"storage_key": "storage_key", "upload_id": "upload_id", "url": "source_url"}
+"""A JSON submit's ``input`` names exactly one of these (value: the SubmitRequest field)."""
+
+
+def json_input(source: Any) -> tuple[str, str]:
+    """``(SubmitRequest field, value)`` of a JSON ``input`` object; INVALID_REQUEST otherwise."""
+    named = [name for name in INPUT_KINDS if isinstance(source, dict) and name in source]
+    if len(named) != 1 or not isinstance(source[named[0]], str) or not source[named[0]]:
+        raise PixqError(ErrorCode.INVALID_REQUEST,
+                        'JSON requests need "input" with exactly one of "storage_key", "upload_id" or "url"')
+    return INPUT_KINDS[named[0]], source[named[0]]
 
 
 async def read_submit_request(request: web.Request, max_bytes: int,

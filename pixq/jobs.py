@@ -73,7 +73,18 @@ def utc_now() -> str:
 
 
 class JobInput(BaseModel):
-    storage_key: str = Field(min_length=1, max_length=1024)
+    """Where the job's image comes from: exactly one of an object in pixq's storage
+    (``storage_key``: an upload, a direct upload claimed at submit, or a key the tenant may
+    read) or a source URL the worker fetches (``url``, pixq.sources)."""
+
+    storage_key: str | None = Field(None, min_length=1, max_length=1024)
+    url: str | None = Field(None, min_length=1, max_length=2048)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "JobInput":
+        if (self.storage_key is None) == (self.url is None):
+            raise ValueError("input needs exactly one of storage_key and url")
+        return self
 
 
 class JobMetadata(BaseModel):
@@ -100,6 +111,8 @@ class JobMessage(BaseModel):
     """Where this job's terminal event is delivered as a webhook (pixq.webhooks)."""
     batch_id: str | None = Field(None, pattern=JOB_ID_PATTERN)
     """The batch this job was submitted in (pixq.batches)."""
+    preset: dict[str, Any] | None = None
+    """``{"name", "version"}`` of the preset the spec came from (pixq.presets), if any."""
 
     @model_validator(mode="before")
     @classmethod

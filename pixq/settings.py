@@ -105,6 +105,13 @@ class Settings(BaseSettings):
                                      12 * 3600.0, 24 * 3600.0]
     outbound_allow_private_networks: bool = False
 
+    # Inputs (docs/inputs.md)
+    upload_ttl: Duration = 3600.0
+    source_allowed_hosts: str = ""
+    source_allow_http: bool = False
+    source_timeout: Duration = 30.0
+    presets_file: Path | None = None
+
     # Worker
     metrics_port: int = Field(9091, ge=0, le=65535)
     worker_concurrency: int = Field(2, ge=1, le=256)
@@ -162,7 +169,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("nats_creds_file", "nats_nkey_seed_file", "nats_tls_ca_file", "nats_tls_cert_file",
-                     "nats_tls_key_file", "redis_tls_ca_file", "storage_ca_file", "tenants_file")
+                     "nats_tls_key_file", "redis_tls_ca_file", "storage_ca_file", "tenants_file",
+                     "presets_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and str(value) and not os.access(value, os.R_OK):

@@ -34,7 +34,7 @@ class JobRunner:
             raise
 
     async def _attempt(self, job: JobMessage, cancel: Cancellation) -> list[OutputInfo]:
-        data = await self.storage.get_bytes(job.input.storage_key, self.limits.max_input_bytes)
+        data = await self.read_input(job)
         loop = asyncio.get_running_loop()
         rendered = await loop.run_in_executor(self.pool, process, data, job.spec, self.limits, cancel)
         outputs = []
@@ -44,6 +44,13 @@ class JobRunner:
             outputs.append(OutputInfo(name=output.name, storage_key=key, width=output.width,
                                       height=output.height, format=output.format, bytes=len(output.data)))
         return outputs
+
+    async def read_input(self, job: JobMessage) -> bytes:
+        """The input's bytes: from storage, or fetched from its source URL (pixq.sources)."""
+        if job.input.url is not None:
+            raise PixqError(ErrorCode.INVALID_PARAMETERS, "source URLs are not available yet")
+        assert job.input.storage_key is not None
+        return await self.storage.get_bytes(job.input.storage_key, self.limits.max_input_bytes)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
