@@ -66,7 +66,7 @@ def http_ok(url: str) -> bool:
 
 
 class Stack:
-    """Children in start order; stopped in reverse order."""
+    """Children in start order; stopped workers first, then the API, then Redis and NATS."""
 
     def __init__(self, root: Path, workers: int, api_port: int) -> None:
         self.root = root
@@ -115,15 +115,31 @@ class Stack:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{self.api_port}/health/ready"), "pixq-api")
         return env
 
+    STOP_WAIT_SECONDS = 40.0
+    """Longest a stage may take after SIGTERM before its processes are killed."""
+
     def stop(self) -> None:
-        for name, process in reversed(self.children):
-            if process.poll() is None:
+        """SIGTERM in stages, as a rollout would: every worker at once (each drains within
+        WORKER_SHUTDOWN_GRACE), then the API, then Redis and NATS. Each stage is timed on
+        stderr, so a slow shutdown says which process held it up."""
+        workers = [child for child in self.children if child[0].startswith("worker-")]
+        api = [child for child in self.children if child[0] == "api"]
+        rest = [child for child in reversed(self.children) if child not in workers and child not in api]
+        for stage in (workers, api, *[[child] for child in rest]):
+            running = [(name, process) for name, process in stage if process.poll() is None]
+            for _, process in running:
                 process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            for name, process in running:
                 try:
-                    process.wait(timeout=40)
+                    process.wait(timeout=max(0.0, started + self.STOP_WAIT_SECONDS - time.monotonic()))
                 except subprocess.TimeoutExpired:
+                    print(f"pixq: {name} did not stop within {self.STOP_WAIT_SECONDS:g}s; killing it",
+                          file=sys.stderr, flush=True)
                     process.kill()
                     process.wait()
+                print(f"pixq: {name} stopped in {time.monotonic() - started:.1f}s (exit {process.returncode})",
+                      file=sys.stderr, flush=True)
 
     def watch(self) -> int:
         """Block until a signal arrives or a child dies; returns the exit status for make."""

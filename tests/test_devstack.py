@@ -55,7 +55,8 @@ def test_devstack_serves_a_job_and_ctrl_c_stops_every_child(tmp_path):
             if "pixq is up" in line:
                 up.set()
 
-    threading.Thread(target=drain, daemon=True).start()
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     try:
         assert up.wait(60), "".join(lines)
         assert f"http://127.0.0.1:{api_port}/api/v1/resize" in "".join(lines)  # the printed example
@@ -70,7 +71,14 @@ def test_devstack_serves_a_job_and_ctrl_c_stops_every_child(tmp_path):
         assert json.loads(done.stdout)["status"] == "completed"
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(60) == 0
+        try:
+            status = process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AssertionError("the stack did not stop within 60 s; its last lines:\n" + "".join(lines[-40:]))
+        reader.join(10)  # every line the stack printed before exiting (its stdout is closed now)
+        assert status == 0, "".join(lines[-40:])
+    assert any(line.startswith("pixq: worker-1 stopped in") for line in lines), "".join(lines[-40:])
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.05)
