@@ -8,6 +8,7 @@ import structlog
 from aiohttp import web
 
 from api.context import CONTEXT, ApiContext
+from api.direct_uploads import upload_sweeper
 from api.events_hub import EVENTS_HUB, EventHub, end_streams
 from api.metrics import seed_series
 from api.middleware import IN_FLIGHT, InFlight, authenticate, observe
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> web.Application:
         await deps.close()
 
     app.cleanup_ctx.append(dependencies)
+    app.cleanup_ctx.append(upload_sweeper)  # local storage: expired unclaimed uploads (docs/inputs.md)
     # Before aiohttp waits for open requests to finish: SSE streams end, long-polls answer.
     app.on_shutdown.append(end_streams)
     setup_routes(app)

@@ -147,7 +147,8 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
     except PixqError as exc:  # the job is queued all the same; its later events will follow
         job_log.warning("event_not_published", status=JobStatus.QUEUED.value, error=exc.message)
     JOBS_SUBMITTED.labels(job_type.value, tenant.name).inc()
-    job_log.info("job_accepted", type=job_type.value, storage_key=storage_key, source_url=source_url)
+    job_log.info("job_accepted", type=job_type.value, storage_key=storage_key,
+                 source=sources.origin(source_url) if source_url else None)
     return Accepted(job_id, replayed=False)
 
 

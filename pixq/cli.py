@@ -3,11 +3,14 @@
     pixq submit resize photo.jpg --width 512 --wait --output out.jpg
     pixq submit resize photos/ --width 512 --output thumbs/      (a directory: batches + progress bar)
     pixq submit crop --key uploads/a.png --x 0 --y 0 --width 100 --height 100
+    pixq submit resize --url https://images.example.com/a.jpg --width 512 --wait   (worker fetches it)
     pixq submit job photo.jpg --spec '{"variants": [{"name": "thumb", "width": 128}]}'
+    pixq submit job photo.jpg --preset avatar        (or --preset avatar@2; --key/--url/DIR too)
     pixq status JOB_ID [--wait]
     pixq watch JOB_ID                                             (one JSON line per event)
     pixq ls [--status S] [--type T] [--limit N | --all] [--cursor C]
     pixq dlq ls | show JOB_ID | replay JOB_ID|--all [--error-code C] | purge JOB_ID|--all
+    pixq upload photo.jpg [--submit resize --width 512 --wait]      (direct upload: prints upload_id)
 
 PIXQ_API_URL (default http://127.0.0.1:8080) and PIXQ_API_KEY configure it. Output is JSON
 (JSON lines for watch, ls and directories). ``--wait`` and ``watch`` follow the job's SSE
@@ -29,6 +32,7 @@ import aiohttp
 from pixq.cli_batch import DEFAULT_BATCH_BYTES, MAX_BATCH_ITEMS, submit_directory
 from pixq.cli_client import CliError, Client
 from pixq.cli_follow import TERMINAL, follow_job
+from pixq.cli_upload import SUBMIT_PATHS, upload_command
 
 __all__ = ["CliError", "Client", "TERMINAL", "amain", "build_parser", "main"]
 
@@ -43,6 +47,8 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
 def _job_request(args: argparse.Namespace) -> dict[str, Any]:
     """What a batch item asks: its type and parameters (or a pipeline's spec)."""
     if args.kind == "job":
+        if getattr(args, "preset", None):
+            return {"type": "pipeline", "preset": args.preset}
         return {"type": "pipeline", "spec": json.loads(args.spec)}
     return {"type": args.kind, "parameters": _parameters(args)}
 
@@ -60,21 +66,26 @@ async def _wait(client: Client, job_id: str, timeout: float) -> dict:
 async def submit(client: Client, args: argparse.Namespace) -> dict:
     path = {"resize": "/api/v1/resize", "crop": "/api/v1/crop", "job": "/api/v1/jobs"}[args.kind]
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
-    spec = json.loads(args.spec) if args.kind == "job" else None
+    spec = json.loads(args.spec) if args.kind == "job" and not args.preset else None
     if args.file:
         form = aiohttp.FormData()
         with open(args.file, "rb") as source:
             form.add_field("file", source, filename=Path(args.file).name)
             if spec is not None:
                 form.add_field("spec", json.dumps(spec))
+            if args.preset:
+                form.add_field("preset", args.preset)
             if args.callback_url:
                 form.add_field("callback_url", args.callback_url)
             for name, value in _parameters(args).items():
                 form.add_field(name, str(value).lower() if isinstance(value, bool) else str(value))
             accepted = await client.call("POST", path, data=form, headers=headers)
     else:
-        body: dict[str, Any] = {"input": {"storage_key": args.key},
+        source = {"url": args.url} if args.url else {"storage_key": args.key}
+        body: dict[str, Any] = {"input": source,
                                 "parameters": spec if spec is not None else _parameters(args)}
+        if args.preset:  # a preset replaces the parameters (the API refuses both together)
+            body = {"input": source, "preset": args.preset}
         if args.callback_url:
             body["callback_url"] = args.callback_url
         accepted = await client.call("POST", path, headers=headers, json=body)
@@ -144,12 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("kind", choices=["resize", "crop", "job"])
     sub.add_argument("file", nargs="?", help="image to upload, or a directory of images (or use --key)")
     sub.add_argument("--key", help="storage_key of an object already in the bucket")
+    sub.add_argument("--url", help="source URL the worker fetches (its host must be allowed)")
     for name in ("width", "height", "quality", "x", "y"):
         sub.add_argument(f"--{name}", type=int)
     for name in ("fit", "format", "gravity", "background"):
         sub.add_argument(f"--{name}")
     sub.add_argument("--enlarge", action="store_true", default=None)
     sub.add_argument("--spec", default='{"variants": [{"name": "default"}]}', help="pipeline spec JSON (job)")
+    sub.add_argument("--preset", help="job: a preset of PRESETS_FILE, NAME or NAME@VERSION (instead of --spec)")
     sub.add_argument("--idempotency-key")
     sub.add_argument("--callback-url", help="webhook URL (for a directory: its batches' batch.completed)")
     sub.add_argument("--wait", action="store_true", help="wait for the job to finish")
@@ -186,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--error-code", help="replay only entries with this last error code")
     dead.add_argument("--limit", type=int, default=50)
     dead.add_argument("--offset", type=int, default=0)
+
+    up = commands.add_parser("upload", help="upload an image directly to storage (presigned); prints its upload_id")
+    up.add_argument("file")
+    up.add_argument("--content-type", help="image/* type (default: from the file's first bytes or extension)")
+    up.add_argument("--submit", choices=sorted(SUBMIT_PATHS), help="then submit this job on the upload")
+    for name in ("width", "height", "quality", "x", "y"):
+        up.add_argument(f"--{name}", type=int)
+    for name in ("fit", "format", "gravity", "background"):
+        up.add_argument(f"--{name}")
+    up.add_argument("--enlarge", action="store_true", default=None)
+    up.add_argument("--spec", default='{"variants": [{"name": "default"}]}', help="pipeline spec JSON (--submit job)")
+    up.add_argument("--idempotency-key")
+    up.add_argument("--wait", action="store_true", help="wait for the submitted job to finish")
+    up.add_argument("--output", help="download the submitted job's result here (implies --wait)")
+    up.add_argument("--timeout", type=float, default=300.0)
     return parser
 
 
@@ -198,10 +226,12 @@ async def run(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
         client = Client(session, args.api_url, args.api_key)
         if args.command == "submit":
-            if bool(args.file) == bool(args.key):
-                raise CliError("give an image file (or directory) or --key, not both")
+            if [bool(args.file), bool(args.key), bool(args.url)].count(True) != 1:
+                raise CliError("give exactly one of an image file (or directory), --key or --url")
             if args.file and not Path(args.file).exists():
                 raise CliError(f"no such file or directory: {args.file}")
+            if args.preset and args.kind != "job":
+                raise CliError("--preset needs 'submit job': a preset is a pipeline")
             if args.file and Path(args.file).is_dir():
                 if not 1 <= args.batch_size <= MAX_BATCH_ITEMS:
                     raise CliError(f"--batch-size must be 1 to {MAX_BATCH_ITEMS}")
@@ -215,6 +245,8 @@ async def run(args: argparse.Namespace) -> int:
         elif args.command == "ls":
             await list_jobs(client, args)
             return 0
+        elif args.command == "upload":
+            result = await upload_command(client, args, _parameters(args), _wait)
         else:
             if args.action in ("show",) and not args.job_id:
                 raise CliError("dlq show needs a JOB_ID")

@@ -6,6 +6,7 @@ Download URLs are not stored anywhere: presigned S3 URLs and local signed links 
 events stored in PIXQ_EVENTS; ``with_urls`` adds them when an event is sent).
 """
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,12 @@ _OUTPUT_FIELDS = ("storage_key", "width", "height", "format", "bytes")
 
 
 def public_status(record: dict[str, Any], mint: Mint | None = None) -> dict[str, Any]:
-    """``{job_id, type, status, attempts, created_at, updated_at, result, error, error_code}``
-    (plus ``next_attempt_at`` while retrying and ``batch_id`` for a batch's job)."""
+    """``{job_id, type, status, attempts, created_at, updated_at, result, error, error_code}``;
+    ``result`` is the first output's ``{storage_key, width, height, format, bytes}`` (a pipeline:
+    also ``variants``; an analyze job: ``variants`` empty) with ``input`` (the input's
+    metadata) and, for an analyze job, ``analysis``
+    (plus ``next_attempt_at`` while retrying, ``batch_id`` for a batch's job and ``preset``
+    ``{name, version}`` for a job compiled from a preset)."""
     result = None
     stored = record.get("result")
     if stored and stored.get("variants"):
@@ -27,6 +32,13 @@ def public_status(record: dict[str, Any], mint: Mint | None = None) -> dict[str,
         result = {k: variants[0][k] for k in _OUTPUT_FIELDS}
         if record.get("type") == JobType.PIPELINE.value:
             result["variants"] = variants
+    elif stored:
+        result = {"variants": []}  # an analyze job (or a pipeline of analysis only) writes no image
+    if result is not None:
+        # What the input is (every job completed since worker.imaging.metadata), and the analysis.
+        for name in ("input", "analysis"):
+            if stored.get(name) is not None:
+                result[name] = stored[name]
     body = {
         "job_id": record["job_id"],
         "type": record.get("type"),
@@ -42,7 +54,19 @@ def public_status(record: dict[str, Any], mint: Mint | None = None) -> dict[str,
         body["next_attempt_at"] = record["next_attempt_at"]
     if record.get("batch_id"):
         body["batch_id"] = record["batch_id"]
+    if record.get("preset"):
+        body["preset"] = _preset(record["preset"])
     return with_urls(body, mint) if mint is not None else body
+
+
+def _preset(stored: Any) -> Any:
+    """``{"name", "version"}`` of the preset a job ran (stored as JSON in the status record)."""
+    if isinstance(stored, str):
+        try:
+            return json.loads(stored)
+        except ValueError:
+            return None
+    return stored
 
 
 def with_urls(document: dict[str, Any], mint: Mint) -> dict[str, Any]:
@@ -50,6 +74,8 @@ def with_urls(document: dict[str, Any], mint: Mint) -> dict[str, Any]:
     result = document.get("result")
     if not result:
         return document
+    if "storage_key" not in result:
+        return document  # nothing to download (an analyze job)
     result = {"url": mint(result["storage_key"]), **result}
     if "variants" in result:
         result["variants"] = [{"name": v["name"], "url": mint(v["storage_key"]),

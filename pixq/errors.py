@@ -18,6 +18,8 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     INPUT_NOT_FOUND = "INPUT_NOT_FOUND"
+    SOURCE_REFUSED = "SOURCE_REFUSED"
+    SOURCE_REJECTED = "SOURCE_REJECTED"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     # Image problems (at submit when detectable, otherwise permanent job failures)
     INVALID_IMAGE = "INVALID_IMAGE"
@@ -32,6 +34,7 @@ class ErrorCode(StrEnum):
     STATUS_UNAVAILABLE = "STATUS_UNAVAILABLE"
     QUEUE_UNAVAILABLE = "QUEUE_UNAVAILABLE"
     TIMEOUT = "TIMEOUT"
+    SOURCE_UNAVAILABLE = "SOURCE_UNAVAILABLE"
     # Terminal outcome of the retry policy
     DEAD_LETTERED = "DEAD_LETTERED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
@@ -47,6 +50,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.INPUT_NOT_FOUND: 422,
+    ErrorCode.SOURCE_REFUSED: 422,
+    ErrorCode.SOURCE_REJECTED: 422,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INVALID_IMAGE: 422,
     ErrorCode.UNSUPPORTED_FORMAT: 415,
@@ -59,6 +64,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.STATUS_UNAVAILABLE: 503,
     ErrorCode.QUEUE_UNAVAILABLE: 503,
     ErrorCode.TIMEOUT: 503,
+    ErrorCode.SOURCE_UNAVAILABLE: 503,
     ErrorCode.DEAD_LETTERED: 500,
     ErrorCode.INTERNAL_ERROR: 500,
 }
@@ -69,6 +75,7 @@ TRANSIENT_CODES = frozenset(
         ErrorCode.STATUS_UNAVAILABLE,
         ErrorCode.QUEUE_UNAVAILABLE,
         ErrorCode.TIMEOUT,
+        ErrorCode.SOURCE_UNAVAILABLE,
         ErrorCode.INTERNAL_ERROR,
     }
 )

@@ -37,6 +37,7 @@ class JobType(StrEnum):
     RESIZE = "resize"
     CROP = "crop"
     PIPELINE = "pipeline"
+    ANALYZE = "analyze"
 
 
 class JobStatus(StrEnum):
@@ -138,3 +139,20 @@ class OutputInfo(BaseModel):
     height: int
     format: str
     bytes: int
+
+
+class JobResult(BaseModel):
+    """What a completed job stored: its outputs, what the input is, and for a job that
+    asked for it (``spec.analyze``: an analyze job) the analysis. Stored as the status
+    record's ``result`` (``input`` and ``analysis`` left out when absent, so a record
+    written before them reads the same); shown by pixq.documents."""
+
+    variants: list[OutputInfo] = Field(default_factory=list)
+    input: dict[str, Any] | None = None
+    """``{width, height, format, bands, has_alpha, space, icc_description, orientation,
+    frames}`` from the input's header (worker.imaging.metadata)."""
+    analysis: dict[str, Any] | None = None
+    """``{exif, dominant_color, blurhash, dhash}`` (worker.imaging.analyze)."""
+
+    def stored(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)

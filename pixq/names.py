@@ -91,6 +91,16 @@ WEBHOOKS_CONSUMER = "pixq-webhooks"
 """Durable pull consumer on PIXQ_EVENTS through which workers deliver webhooks."""
 
 
+INGEST_STREAM = "PIXQ_INGEST"
+"""Bucket notifications (S3 event records, as MinIO's JetStream target publishes them) that may
+start preset jobs without an API call (worker.ingest). Work-queue retention."""
+INGEST_SUBJECT_PREFIX = "pixq.ingest"
+INGEST_SUBJECTS = [f"{INGEST_SUBJECT_PREFIX}.>"]
+"""MinIO publishes on MINIO_NOTIFY_NATS_SUBJECT, which must fall under this, e.g. pixq.ingest.minio."""
+INGEST_CONSUMER = "pixq-ingest"
+"""Durable pull consumer on PIXQ_INGEST read by every worker."""
+
+
 def job_event_subject(tenant: str, job_id: str) -> str:
     """``pixq.events.<tenant>.job.<job_id>``: one subject per job, so its events can be read alone."""
     return f"{EVENTS_SUBJECT_PREFIX}.{_tenant(tenant)}.job.{_job(job_id)}"
@@ -177,12 +187,37 @@ def disabled_webhook_key(url: str) -> str:
     return f"{KEY_PREFIX}:webhook-disabled:{hashlib.sha256(url.encode()).hexdigest()}"
 
 
+def ingest_claim_key(bucket: str, key: str, etag: str) -> str:
+    """String claimed (SET NX) by the first worker handling a bucket event for this object
+    version; holds the deterministic job id, then ``<job_id>:published``. Hashed, since object
+    keys hold any bytes."""
+    digest = hashlib.sha256(f"{bucket}\n{key}\n{etag}".encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{KEY_PREFIX}:ingest:{digest}"
+
+
 # --- Object storage ---------------------------------------------------------------
 
 
 def input_object_key(tenant: str, job_id: str) -> str:
     """Where an uploaded input is stored: under its tenant (pixq.tenants.Tenant.own_prefixes)."""
     return f"inputs/{_tenant(tenant)}/{_job(job_id)}"
+
+
+UPLOADS_PREFIX = "uploads/"
+"""Direct uploads (docs/inputs.md): ``uploads/<tenant>/<upload_id>``, written by the client
+through a presigned POST (S3) or the API's signed ``/uploads/{token}`` (local storage), and
+deleted unclaimed by the bucket lifecycle rule (deploy/s3) or the local sweep."""
+
+
+def upload_object_key(tenant: str, upload_id: str) -> str:
+    """Where a direct upload lands: the upload id is a UUID (is_job_id), checked here too."""
+    return f"{UPLOADS_PREFIX}{_tenant(tenant)}/{_job(upload_id)}"
+
+
+def claimed_upload_key(tenant: str, upload_id: str) -> str:
+    """The frozen copy a direct upload becomes at its first claim, which every job naming the
+    upload reads: under ``inputs/`` (kept like any input), so no upload expiry can reach it."""
+    return f"inputs/{_tenant(tenant)}/upload-{_job(upload_id)}"
 
 
 def output_object_key(tenant: str, job_id: str, variant: str, extension: str) -> str:

@@ -69,6 +69,25 @@ def status_stream_config(replicas: int = 1) -> StreamConfig:
                         max_age=JOB_MAX_AGE_SECONDS)
 
 
+def ingest_stream_config(replicas: int = 1) -> StreamConfig:
+    """Bucket notifications waiting for a worker (worker.ingest); removed once handled.
+    The duplicate window drops a notification re-sent with the same Nats-Msg-Id; MinIO sets
+    none, so repeated notifications are de-duplicated on key + ETag in Redis instead."""
+    return StreamConfig(name=names.INGEST_STREAM, subjects=names.INGEST_SUBJECTS,
+                        retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE, num_replicas=replicas,
+                        duplicate_window=DUPLICATE_WINDOW_SECONDS, max_age=JOB_MAX_AGE_SECONDS)
+
+
+INGEST_ACK_WAIT_SECONDS = 30.0
+
+
+def ingest_consumer_config() -> ConsumerConfig:
+    """No delivery limit: a notification is retried (nak with a delay) while Redis or NATS is
+    down, and acked once handled; malformed or unmatched ones are acked at once, never retried."""
+    return ConsumerConfig(durable_name=names.INGEST_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
+                          deliver_policy=DeliverPolicy.ALL, ack_wait=INGEST_ACK_WAIT_SECONDS, max_deliver=-1)
+
+
 def workers_consumer_config(settings: Settings) -> ConsumerConfig:
     """Explicit acks; ACK_WAIT bounds how long a crashed worker's job stays invisible;
     MAX_RETRIES + 1 deliveries in all, after which the server emits MAX_DELIVERIES."""
@@ -207,7 +226,7 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
     """Create (or update) every stream; API and workers both call it, safe from many processes at once."""
     replicas = settings.nats_stream_replicas
     for config in (jobs_stream_config(replicas), dlq_stream_config(replicas), advisory_stream_config(replicas),
-                   status_stream_config(replicas),
+                   status_stream_config(replicas), ingest_stream_config(replicas),
                    events.stream_config(settings.events_max_age, settings.events_max_bytes, replicas)):
         await _ensure_stream(js, config)
 
@@ -250,6 +269,7 @@ async def ensure_worker_consumers(js: JetStreamContext, settings: Settings) -> N
     await _ensure_consumer(js, names.ADVISORY_STREAM, advisory_consumer_config())
     await _ensure_consumer(js, names.STATUS_STREAM, status_consumer_config())
     await _ensure_consumer(js, names.EVENTS_STREAM, webhooks_consumer_config(settings))
+    await _ensure_consumer(js, names.INGEST_STREAM, ingest_consumer_config())
 
 
 def _retry_settings_differ(current: ConsumerConfig, wanted: ConsumerConfig) -> bool:

@@ -107,10 +107,13 @@ class Settings(BaseSettings):
 
     # Inputs (docs/inputs.md)
     upload_ttl: Duration = 3600.0
+    upload_retention: Duration = 86400.0
+    upload_sweep_interval: Duration = 600.0
     source_allowed_hosts: str = ""
     source_allow_http: bool = False
     source_timeout: Duration = 30.0
     presets_file: Path | None = None
+    ingest_dedupe_ttl: Duration = 7 * 86400.0
 
     # Worker
     metrics_port: int = Field(9091, ge=0, le=65535)
@@ -177,12 +180,34 @@ class Settings(BaseSettings):
             raise ValueError(f"cannot read {value}")
         return value or None
 
+    @field_validator("presets_file")
+    @classmethod
+    def _presets(cls, value: Path | None) -> Path | None:
+        """Parse PRESETS_FILE now, so a bad file stops the process at start (pixq.presets)."""
+        if value is not None:
+            from pydantic_core import PydanticCustomError
+
+            from pixq.presets import read_catalogue  # imported here: pixq.presets reads Settings
+
+            try:
+                read_catalogue(value)
+            except ValueError as exc:
+                raise PydanticCustomError("presets_file", "{reason}", {"reason": str(exc)}) from None
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("expected http(s)://host[:port], the API's address as clients reach it")
         return value.rstrip("/")
+
+    @field_validator("source_allowed_hosts")
+    @classmethod
+    def _source_hosts(cls, value: str) -> str:
+        from pixq.hostglobs import parse_globs
+
+        return ",".join(parse_globs(value))  # ValueError names the bad glob
 
     @field_validator("webhook_secrets")
     @classmethod

@@ -8,7 +8,8 @@ discovers a bad parameter. ``to_pipeline`` turns each job type into the same
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError,
+                      field_validator, model_serializer, model_validator)
 
 from pixq import formats
 from pixq.errors import ErrorCode, PixqError
@@ -173,15 +174,37 @@ class Variant(OutputOptions, Placement):
                              enlarge=self.enlarge, gravity=self.gravity)
 
 
+class AnalyzeOptions(_Strict):
+    """Parameters of POST /api/v1/analyze (the job describes its image, worker.imaging.analyze)."""
+
+    include_gps: bool = False
+    """GPS position in the EXIF subset: off by default, a photo's location is personal data."""
+
+
 class PipelineSpec(_Strict):
-    """Parameters of POST /api/v1/jobs: ordered steps, then up to 10 named variants."""
+    """Parameters of POST /api/v1/jobs: ordered steps, then up to 10 named variants.
+
+    ``analyze`` asks the worker for the image analysis as well (an analyze job is exactly
+    that with no variants: it writes no image)."""
 
     steps: list[Step] = Field(default_factory=list, max_length=10)
-    variants: list[Variant] = Field(default_factory=lambda: [Variant(name="default")],
-                                    min_length=1, max_length=10)
+    variants: list[Variant] = Field(default_factory=lambda: [Variant(name="default")], max_length=10)
+    analyze: AnalyzeOptions | None = None
+
+    @model_serializer(mode="wrap")
+    def _leave_out_no_analysis(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """No ``analyze`` key unless there is an analysis: a spec reads exactly as before, so a
+        worker of the previous release (which forbids unknown keys) still runs it mid-upgrade."""
+        data = handler(self)
+        if data.get("analyze", 0) is None:
+            del data["analyze"]
+        return data
 
     @model_validator(mode="after")
     def _unique_names(self) -> "PipelineSpec":
+        if not self.variants and (self.analyze is None or self.steps):
+            # The analysis describes the input, never the steps' result: steps need an output.
+            raise ValueError("variants: give at least one variant")
         names = [variant.name for variant in self.variants]
         if len(names) != len(set(names)):
             raise ValueError("variant names must be unique")
@@ -192,6 +215,7 @@ _MODEL_OF: dict[str, type[BaseModel]] = {
     "resize": ResizeParams,
     "crop": CropParams,
     "pipeline": PipelineSpec,
+    "analyze": AnalyzeOptions,
 }
 """Request model of each job type (keys are pixq.jobs.JobType values; pixq.jobs imports this
 module for the message's typed spec, so this one does not import it back)."""
@@ -222,6 +246,8 @@ def to_pipeline(job_type: str, parameters: dict[str, Any]) -> PipelineSpec:
     model = validate_parameters(job_type, parameters)
     if isinstance(model, PipelineSpec):
         return model
+    if isinstance(model, AnalyzeOptions):
+        return PipelineSpec(steps=[], variants=[], analyze=model)
     output = OutputOptions(**{k: getattr(model, k) for k in OutputOptions.model_fields})
     if isinstance(model, ResizeParams):
         return PipelineSpec(steps=[], variants=[Variant(

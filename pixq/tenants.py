@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pixq.hostglobs import parse_globs
 from pixq.names import TENANT_PATTERN
 from pixq.settings import ConfigError, Settings, fail_config
 from pixq.webhooks import check_url_form, secret_key
@@ -59,6 +60,14 @@ class TenantSettings(BaseModel):
     webhook_secrets: list[str] = Field(default_factory=list)
     """``whsec_`` secrets signing the tenant's webhooks (several during a rotation); when
     empty, WEBHOOK_SECRETS signs them."""
+    source_hosts: list[str] = Field(default_factory=list)
+    """Host globs (``images.example.com``, ``*.cdn.example.com``) this tenant's source URLs
+    may name, besides SOURCE_ALLOWED_HOSTS (pixq.sources)."""
+
+    @field_validator("source_hosts")
+    @classmethod
+    def _source_hosts(cls, globs: list[str]) -> list[str]:
+        return parse_globs(globs)
 
     @field_validator("webhook_url")
     @classmethod

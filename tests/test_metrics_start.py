@@ -8,6 +8,7 @@ import urllib.request
 import aiohttp
 import pytest
 
+from pixq.jobs import JobType
 from tests.faults.harness import accepted, metric, wait_job, wait_until
 from tests.stack import Stack, stack_env
 
@@ -16,10 +17,13 @@ ROUTES = [
     ("GET", "/api/v1/jobs/{job_id}"), ("GET", "/api/v1/dlq"), ("DELETE", "/api/v1/dlq"),
     ("POST", "/api/v1/dlq/replay"), ("GET", "/api/v1/dlq/{job_id}"), ("POST", "/api/v1/dlq/{job_id}/replay"),
     ("DELETE", "/api/v1/dlq/{job_id}"), ("GET", "/files/{key}"), ("GET", "/health/live"),
-    ("GET", "/health/ready"), ("GET", "/metrics"),
+    ("GET", "/health/ready"), ("GET", "/metrics"), ("POST", "/api/v1/analyze"), ("POST", "/api/v1/uploads"),
+    ("POST", "/uploads/{token}"), ("POST", "/api/v1/jobs/batch"), ("GET", "/api/v1/batches/{batch_id}"),
+    ("GET", "/api/v1/events"), ("GET", "/api/v1/jobs/{job_id}/events"), ("POST", "/api/v1/events/token"),
+    ("GET", "/api/v1/jobs/{job_id}/deliveries"),
 ]
 CLASSES = ("2xx", "3xx", "4xx", "5xx")
-JOB_TYPES = ("resize", "crop", "pipeline")
+JOB_TYPES = tuple(job_type.value for job_type in JobType)
 OUTCOMES = ("completed", "failed", "retried", "dead_lettered")
 SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
 

@@ -133,8 +133,7 @@ class Consumer:
         IN_FLIGHT.inc()
         started = time.perf_counter()
         try:
-            outputs = await self.runner.run(job)
-            result = {"variants": [output.model_dump() for output in outputs]}
+            result = (await self.runner.run(job)).stored()
             await self._finish(message, await self.writer.write(job, attempt, JobStatus.COMPLETED, result=result))
             JOBS.labels(job.type.value, "completed").inc()
             job_log.info("job_completed", seconds=round(time.perf_counter() - started, 4))

@@ -1,7 +1,7 @@
 """`pixq-worker`: consume jobs until SIGTERM, then drain within WORKER_SHUTDOWN_GRACE and exit 0.
 
 The worker's loops (job consumer, advisory mover, outbox drainer, webhook deliverer, gauge
-sampler) run in one asyncio.TaskGroup: when any of them fails (or ends while the worker is
+sampler, bucket-event ingest) run in one asyncio.TaskGroup: when any of them fails (or ends while the worker is
 not stopping), the others are cancelled (in-flight jobs are handed back to JetStream) and the
 process exits 1, so Kubernetes restarts it rather than leaving a half-dead worker running.
 """
@@ -20,12 +20,15 @@ from pixq import queue
 from pixq.deps import Dependencies
 from pixq.errors import PixqError, describe
 from pixq.limits import Limits
+from pixq.presets import load_presets
 from pixq.settings import Settings, load_settings
+from pixq.sources import SourceFetcher
 from pixq.telemetry import configure_logging
 from worker.consumer import Consumer
 from worker.dead_letter import AdvisoryMover
 from worker.execute import JobRunner
 from worker.health import create_health_app
+from worker.ingest import Ingestor
 from worker.imaging.vips_setup import configure_vips
 from worker.memory import limit_malloc_arenas
 from worker.metrics import DLQ_MESSAGES, QUEUE_BACKLOG, QUEUE_PENDING
@@ -104,8 +107,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await queue.ensure_worker_consumers(deps.js, settings)
         js, status = deps.js, deps.status
         writer = StatusWriter(status, js)
-        runner = JobRunner(deps.storage, Limits.from_settings(settings), settings.worker_concurrency,
-                           settings.job_timeout)
+        limits = Limits.from_settings(settings)
+        runner = JobRunner(deps.storage, limits, settings.worker_concurrency, settings.job_timeout,
+                           sources=SourceFetcher(settings, limits))
         consumer = Consumer(settings, js, status, writer, runner)
         health = web.AppRunner(create_health_app(lambda: consumer.last_fetch, deps.check), access_log=None)
         await health.setup()
@@ -117,7 +121,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await run_loops({"consumer": consumer.run(stop), "advisory_mover": AdvisoryMover(js, writer).run(stop),
                          "outbox_drainer": OutboxDrainer(js, status).run(stop),
                          "gauges": sample_queue_gauges(js, stop),
-                         "webhooks": WebhookDeliverer(settings, js, status, deps.storage).run(stop)}, stop)
+                         "webhooks": WebhookDeliverer(settings, js, status, deps.storage).run(stop),
+                         "ingest": Ingestor(settings, load_presets(settings), deps.nc, js, status).run(stop)},
+                        stop)
     finally:
         if runner is not None:
             runner.close()

@@ -29,7 +29,7 @@ from api.context import ApiContext, context
 from api.handlers.jobs import IDEMPOTENCY_KEY_MAX
 from api.middleware import REQUEST_ID, TENANT
 from api.submission import Accepted, accept_job
-from api.uploads import BatchRequest, SubmitRequest, read_batch_request
+from api.uploads import BatchRequest, SubmitRequest, json_input, read_batch_request
 from pixq import lifecycle, names, webhooks
 from pixq.batches import MAX_ITEMS, public_batch
 from pixq.errors import ErrorCode, PixqError
@@ -80,8 +80,12 @@ def _items_of(document: dict[str, Any]) -> list[Any]:
 
 
 def _input_of(raw: dict[str, Any], files: dict | None) -> SubmitRequest:
-    """The item's input: ``{"storage_key": ...}``, or in a multipart batch ``{"part": ...}``."""
+    """The item's input: what a JSON submit's ``input`` may name (``storage_key``, ``upload_id``,
+    ``url``: api.uploads.json_input), or in a multipart batch ``{"part": ...}``."""
     source = raw.get("input")
+    if isinstance(source, dict) and "part" not in source:
+        kind, value = json_input(source)
+        return SubmitRequest(parameters={}, **{kind: value})
     key = source.get("storage_key") if isinstance(source, dict) else None
     part_name = source.get("part") if isinstance(source, dict) else None
     if isinstance(key, str) and key and part_name is None:
@@ -124,6 +128,8 @@ def _parse_item(ctx: ApiContext, tenant: Tenant, index: int, raw: Any, files: di
             item.callback_url = webhooks.check_callback_url(raw["callback_url"], ctx.settings, tenant)
         item.submit = _input_of(raw, files)
         item.submit.parameters = parameters
+        if raw.get("preset") is not None:  # api.presets reads it as a single submit's top-level field
+            item.submit.extra["preset"] = raw["preset"]
     except PixqError as exc:
         item.error = exc
     return item

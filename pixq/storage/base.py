@@ -4,8 +4,18 @@ Every method is async and raises PixqError: STORAGE_UNAVAILABLE for outages (tra
 retried by workers, 503 at the API) and INPUT_NOT_FOUND for a missing object.
 """
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PresignedPost:
+    """A browser-style form upload straight to storage: POST ``url`` as multipart/form-data
+    with every one of ``fields``, then the ``file`` part (S3's POST Object shape)."""
+
+    url: str
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 class Storage(Protocol):
@@ -32,3 +42,13 @@ class Storage(Protocol):
 
     def presigned_url(self, key: str, ttl: float) -> str | None:
         """A direct download URL, or None when the API must serve the object itself."""
+
+    async def read_head(self, key: str, max_bytes: int) -> bytes:
+        """The object's first ``max_bytes`` bytes (all of it when shorter); INPUT_NOT_FOUND if missing."""
+
+    async def copy(self, source: str, target: str) -> None:
+        """Copy an object inside the store (server-side on S3, a hard link locally);
+        INPUT_NOT_FOUND when ``source`` is missing."""
+
+    def presigned_post(self, key: str, ttl: float, max_bytes: int, content_type: str | None) -> PresignedPost | None:
+        """A direct-upload form for exactly ``key``, or None when the API must receive it itself."""

@@ -118,3 +118,29 @@ class LocalStorage:
 
     def presigned_url(self, key: str, ttl: float) -> str | None:
         return None
+
+    async def read_head(self, key: str, max_bytes: int) -> bytes:
+        path = self.path_of(key)
+
+        def read() -> bytes:
+            with open(path, "rb") as handle:
+                return handle.read(max_bytes)
+
+        try:
+            return await asyncio.to_thread(read)
+        except OSError as exc:
+            if _names_no_object(exc):
+                raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at {key}") from None
+            raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot read {key}: {exc}") from None
+
+    async def copy(self, source: str, target: str) -> None:
+        """A hard link when possible (instant, no extra space), else an atomic copy. Either
+        way the target is a new directory entry: replacing the source later (a new upload to
+        the same key is a new file, os.replace) leaves the target unchanged."""
+        path = self.path_of(source)
+        if not path.is_file():
+            raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at {source}")
+        await self.put_file(target, path, "application/octet-stream")
+
+    def presigned_post(self, key: str, ttl: float, max_bytes: int, content_type: str | None) -> None:
+        return None  # the API serves local uploads itself (api.handlers.uploads.receive_upload)

@@ -9,15 +9,18 @@ for the server-side encryption STORAGE_SSE names.
 
 import asyncio
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import CopySource
+from minio.datatypes import PostPolicy
 from minio.error import S3Error
 
 from pixq.errors import ErrorCode, PixqError
 from pixq.settings import Settings
+from pixq.storage.base import PresignedPost
 from pixq.transport import s3_http_client, s3_sse
 
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound"}
@@ -35,6 +38,7 @@ class S3Storage:
                             secret_key=settings.minio_secret_key, secure=settings.storage_secure,
                             region=settings.storage_region, http_client=s3_http_client(settings))
         self.sse = s3_sse(settings)
+        self.public_base = f"{'https' if settings.storage_secure else 'http'}://{public}"
 
     async def _call(self, what: str, func, *args, **kwargs):
         try:
@@ -99,3 +103,41 @@ class S3Storage:
 
     def presigned_url(self, key: str, ttl: float) -> str | None:
         return self.signer.presigned_get_object(self.bucket, key, expires=timedelta(seconds=max(1, int(ttl))))
+
+    async def read_head(self, key: str, max_bytes: int) -> bytes:
+        def read() -> bytes:
+            response = self.client.get_object(self.bucket, key, offset=0, length=max_bytes)
+            try:
+                return response.read(max_bytes)
+            finally:
+                response.close()
+                response.release_conn()
+
+        return await self._call("download", lambda *_: read(), self.bucket, key)
+
+    async def copy(self, source: str, target: str) -> None:
+        """Server-side CopyObject: the bytes never pass through pixq."""
+        await self._call("copy", self.client.copy_object, self.bucket, target, CopySource(self.bucket, source),
+                         sse=self.sse)
+
+    def presigned_post(self, key: str, ttl: float, max_bytes: int, content_type: str | None) -> PresignedPost:
+        """A POST Object policy for exactly ``key``: 1..``max_bytes`` bytes, a ``Content-Type``
+        field that is ``content_type`` (when the client named one) or at least ``image/``, the
+        server-side encryption STORAGE_SSE asks for, valid ``ttl`` seconds. Signed by
+        ``self.signer`` (STORAGE_PUBLIC_ENDPOINT, the host the client posts to) locally."""
+        policy = PostPolicy(self.bucket, datetime.now(timezone.utc).replace(tzinfo=None)
+                            + timedelta(seconds=max(1, int(ttl))))
+        fields = {"key": key}
+        policy.add_equals_condition("key", key)
+        if content_type:
+            policy.add_equals_condition("Content-Type", content_type)
+            fields["Content-Type"] = content_type
+        else:
+            policy.add_starts_with_condition("Content-Type", "image/")
+        policy.add_content_length_range_condition(1, max_bytes)
+        for name, value in (self.sse.headers() if self.sse else {}).items():
+            if name.lower().startswith("x-amz-server-side-encryption"):
+                policy.add_equals_condition(name.lower(), value)
+                fields[name.lower()] = value
+        form = self.signer.presigned_post_policy(policy)
+        return PresignedPost(url=f"{self.public_base}/{self.bucket}", fields={**fields, **form})

@@ -5,21 +5,27 @@ docs/operations.md). ``thumbnail`` is the shrink-on-load path: libvips decodes J
 1/2, 1/4 or 1/8 scale and WebP/HEIF at the target size directly.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pyvips
 
 from pixq.errors import ErrorCode, PixqError
 from pixq.limits import Limits
 from pixq.sniff import FAIL_ON, HEAD_BYTES, ImageInfo, apply_loader_policy, check_allowed, detect_format, inspect_header
+from worker.imaging.metadata import input_metadata
 
 
 @dataclass(frozen=True)
 class Source:
-    """The input bytes and what their header says."""
+    """The input bytes and what their header says: ``info`` for the engine's decisions,
+    ``metadata`` for the job's ``result.input`` (worker.imaging.metadata), ``header`` the
+    header-only image both came from (EXIF fields; no pixels decoded)."""
 
     data: bytes
     info: ImageInfo
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    header: pyvips.Image | None = field(default=None, compare=False, repr=False)
 
 
 def open_source(data: bytes, limits: Limits) -> Source:
@@ -33,7 +39,8 @@ def open_source(data: bytes, limits: Limits) -> Source:
         header = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on=FAIL_ON)
     except pyvips.Error as exc:
         raise PixqError(ErrorCode.INVALID_IMAGE, f"cannot read image header: {vips_message(exc)}") from None
-    return Source(data, inspect_header(header, fmt, limits))
+    info = inspect_header(header, fmt, limits)
+    return Source(data, info, input_metadata(info, header), header)
 
 
 def decode(source: Source, access: str = "sequential") -> pyvips.Image:

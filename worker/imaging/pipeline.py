@@ -12,6 +12,7 @@ set, PROCESSING_FAILED for anything unexpected.
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import pyvips
 
@@ -20,7 +21,7 @@ from pixq.errors import ErrorCode, PixqError
 from pixq.limits import Limits
 from pixq.spec import (BlurStep, CropStep, FlipStep, FlopStep, GrayscaleStep, PipelineSpec,
                        ResizeOptions, ResizeStep, RotateStep, SharpenStep, Step, Variant)
-from worker.imaging import colour, crop, effects, encode, load, resize
+from worker.imaging import analyze, colour, crop, effects, encode, load, resize
 from worker.imaging.geometry import ResizePlan
 from worker.imaging.load import Source, vips_message
 
@@ -37,9 +38,25 @@ class Rendered:
     extension: str
 
 
+@dataclass(frozen=True)
+class Processed:
+    """A job's whole result: one Rendered per variant, what the input is (its header:
+    worker.imaging.metadata), and the analysis when the spec asks for it."""
+
+    outputs: list[Rendered]
+    input: dict[str, Any]
+    analysis: dict[str, Any] | None = None
+
+
 def process(data: bytes, spec: PipelineSpec, limits: Limits,
             cancel: threading.Event | None = None) -> list[Rendered]:
     """Return one Rendered per variant, or raise PixqError (see module docstring)."""
+    return process_job(data, spec, limits, cancel).outputs
+
+
+def process_job(data: bytes, spec: PipelineSpec, limits: Limits,
+                cancel: threading.Event | None = None) -> Processed:
+    """Run the spec: outputs, input metadata and (``spec.analyze``) analysis, or raise PixqError."""
     guard = Guard(cancel)
     try:
         return _run(data, spec, limits, guard)
@@ -53,9 +70,15 @@ def process(data: bytes, spec: PipelineSpec, limits: Limits,
         raise PixqError(ErrorCode.PROCESSING_FAILED, f"processing failed: {type(exc).__name__}: {exc}") from None
 
 
-def _run(data: bytes, spec: PipelineSpec, limits: Limits, guard: "Guard") -> list[Rendered]:
+def _run(data: bytes, spec: PipelineSpec, limits: Limits, guard: "Guard") -> Processed:
     source = load.open_source(data, limits)
     guard.check()
+    analysis = None
+    if spec.analyze is not None:
+        analysis = analyze.analyze(source, spec.analyze)
+        guard.check()
+    if not spec.variants:
+        return Processed([], source.metadata, analysis)  # analysis only: no image decoded for output
     steps = list(spec.steps)
     if not steps and all(variant.resize is not None for variant in spec.variants):
         # Resizes only: one shrink-on-load decode at the largest size any variant needs,
@@ -81,7 +104,7 @@ def _run(data: bytes, spec: PipelineSpec, limits: Limits, guard: "Guard") -> lis
     for variant, plan in zip(spec.variants, plans):
         guard.check()
         outputs.append(render(source, image, variant, plan, limits, guard))
-    return outputs
+    return Processed(outputs, source.metadata, analysis)
 
 
 def _shared_thumbnail(source: Source, plans: list[ResizePlan]) -> pyvips.Image:
