@@ -70,8 +70,12 @@ class SubmitRequest:
             self.upload.unlink(missing_ok=True)
 
 
-async def _stream_to_file(part: BodyPartReader, max_bytes: int) -> Path:
-    handle = tempfile.NamedTemporaryFile(prefix="pixq-upload-", delete=False)
+async def stream_to_file(part: BodyPartReader, max_bytes: int, directory: Path | None = None,
+                         prefix: str = "pixq-upload-") -> Path:
+    """Stream a file part into a new temp file (in ``directory``, else the system's), counting
+    bytes: PAYLOAD_TOO_LARGE past ``max_bytes``, INVALID_REQUEST when empty. Nothing is left
+    behind on failure."""
+    handle = tempfile.NamedTemporaryFile(dir=directory, prefix=prefix, delete=False)
     path = Path(handle.name)
     written = 0
     try:
@@ -106,7 +110,7 @@ async def _read_multipart(request: web.Request, max_bytes: int, json_fields: set
             if part.name == "file":
                 if submit.upload is not None:
                     raise PixqError(ErrorCode.INVALID_REQUEST, "send exactly one file part")
-                submit.upload = await _stream_to_file(part, max_bytes)
+                submit.upload = await stream_to_file(part, max_bytes)
                 content_type = part.headers.get("Content-Type", "").partition(";")[0].strip()
                 if _MEDIA_TYPE.match(content_type):  # stored as object metadata: plain ASCII type/subtype only
                     submit.content_type = content_type

@@ -13,17 +13,13 @@ stream's URL as ``?access_token=``. A token is:
   when the token is used, so a deleted or demoted tenant's tokens stop working at once;
 - optionally **job-bound**: then it opens that job's stream and nothing else.
 
-Format: ``v1.<base64url JSON claims>.<base64url HMAC>``, URL-safe as it stands. The claims
-are not secret (a tenant name, a job id, an expiry) but cannot be altered.
+Format (pixq.tokens): ``v1.<base64url JSON claims>.<base64url HMAC>``, URL-safe as it stands.
+The claims are not secret (a tenant name, a job id, an expiry) but cannot be altered.
 """
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
-import time
 from dataclasses import dataclass
+
+from pixq import tokens
 
 VERSION = "v1"
 MAX_TOKEN_CHARS = 1024
@@ -41,48 +37,18 @@ class StreamGrant:
     expires_at: int
 
 
-def _key(signing_key: bytes) -> bytes:
-    return hmac.new(signing_key, _DERIVATION, hashlib.sha256).digest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def mint(signing_key: bytes, tenant: str, role: str, job_id: str | None, ttl: float,
          now: float | None = None) -> tuple[str, int]:
     """A token for ``tenant`` (and ``job_id`` if given), and its expiry (Unix seconds)."""
-    expires_at = int((time.time() if now is None else now) + ttl)
-    claims = {"t": tenant, "r": role, "j": job_id, "e": expires_at}
-    body = f"{VERSION}.{_b64(json.dumps(claims, separators=(',', ':')).encode())}"
-    signature = hmac.new(_key(signing_key), body.encode(), hashlib.sha256).digest()
-    return f"{body}.{_b64(signature)}", expires_at
+    return tokens.sign(signing_key, _DERIVATION, VERSION, {"t": tenant, "r": role, "j": job_id}, ttl, now)
 
 
 def verify(signing_key: bytes, token: str, now: float | None = None) -> StreamGrant | None:
     """The grant of a genuine, unexpired token; None for anything else (never raises)."""
-    if not token.isascii() or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
+    claims = tokens.open_claims(signing_key, _DERIVATION, VERSION, token, MAX_TOKEN_CHARS, now)
+    if claims is None:
         return None
-    version, payload, signature = token.split(".")
-    if version != VERSION:
+    tenant, role, job_id = claims.get("t"), claims.get("r"), claims.get("j")
+    if not (isinstance(tenant, str) and isinstance(role, str) and (job_id is None or isinstance(job_id, str))):
         return None
-    expected = hmac.new(_key(signing_key), f"{version}.{payload}".encode(), hashlib.sha256).digest()
-    try:
-        if not hmac.compare_digest(expected, _unb64(signature)):
-            return None
-        claims = json.loads(_unb64(payload))
-    except (binascii.Error, ValueError):
-        return None
-    if not isinstance(claims, dict):
-        return None
-    tenant, role, job_id, expires_at = claims.get("t"), claims.get("r"), claims.get("j"), claims.get("e")
-    if not (isinstance(tenant, str) and isinstance(role, str) and isinstance(expires_at, int)
-            and (job_id is None or isinstance(job_id, str))):
-        return None
-    if expires_at <= (time.time() if now is None else now):
-        return None
-    return StreamGrant(tenant=tenant, role=role, job_id=job_id, expires_at=expires_at)
+    return StreamGrant(tenant=tenant, role=role, job_id=job_id, expires_at=claims["e"])

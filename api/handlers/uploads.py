@@ -10,11 +10,8 @@ streaming, and the expiry. It answers 204, as S3 does by default. Only /api/v1 i
 authenticated by API key: this route is authorized by its token alone.
 """
 
-import contextlib
 import os
 import re
-import tempfile
-from pathlib import Path
 
 import structlog
 from aiohttp import BodyPartReader, web
@@ -22,7 +19,7 @@ from aiohttp import BodyPartReader, web
 from api import direct_uploads
 from api.context import context
 from api.middleware import TENANT
-from api.uploads import CHUNK_BYTES, FIELD_MAX_CHARS, _decode_text, _json_object, _malformed_multipart
+from api.uploads import FIELD_MAX_CHARS, _decode_text, _json_object, _malformed_multipart, stream_to_file
 from pixq import names
 from pixq.errors import ErrorCode, PixqError
 from pixq.storage import LocalStorage
@@ -108,29 +105,18 @@ async def receive_upload(request: web.Request) -> web.Response:
 
 
 async def _store(storage: LocalStorage, key: str, part: BodyPartReader, max_bytes: int) -> int:
-    """Stream the file part into a temp file beside its target, counting bytes (413 past
-    ``max_bytes``), then rename it into place: a reader never sees half an upload."""
+    """Stream the file part into a temp file beside its target (413 past ``max_bytes``), then
+    rename it into place: a reader never sees half an upload."""
     target = storage.path_of(key)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=".part-", delete=False)
+        staged = await stream_to_file(part, max_bytes, target.parent, ".part-")
     except OSError as exc:
         raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot store upload: {exc}") from None
-    staged = Path(handle.name)
-    written = 0
     try:
-        with handle, _malformed_multipart():
-            while chunk := await part.read_chunk(CHUNK_BYTES):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE, f"upload is larger than MAX_INPUT_BYTES={max_bytes}")
-                handle.write(chunk)
-        if written == 0:
-            raise PixqError(ErrorCode.INVALID_REQUEST, "the file part is empty")
+        size = staged.stat().st_size
         os.replace(staged, target)
-        return written
+        return size
     except OSError as exc:
+        staged.unlink(missing_ok=True)
         raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot store upload: {exc}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            staged.unlink(missing_ok=True)
