@@ -195,19 +195,28 @@ def pod_env(objs, c: dict) -> dict[str, str]:
 
 
 def materialize_secret_mounts(objs, workload: dict, c: dict, root: Path) -> dict[str, str]:
-    """Write the files of ``c``'s Secret volumes under ``root``; returns {mountPath: local dir}."""
+    """Write the files of ``c``'s Secret and ConfigMap volumes (e.g. PRESETS_FILE's) under
+    ``root``; returns {mountPath: local dir}."""
     volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
     mapped = {}
     for mount in c.get("volumeMounts", []):
-        secret = volumes[mount["name"]].get("secret")
-        if secret is None:
+        volume = volumes[mount["name"]]
+        if "secret" in volume:
+            source, name = volume["secret"], volume["secret"]["secretName"]
+            data = secret_data(objs, name)
+            what = f"Secret {name}"
+        elif "configMap" in volume:
+            source, name = volume["configMap"], volume["configMap"]["name"]
+            found = find(objs, "ConfigMap", name)
+            data = dict(found[0].get("data", {})) if found else None
+            what = f"ConfigMap {name}"
+        else:
             continue
-        data = secret_data(objs, secret["secretName"])
-        assert data is not None, f"{c['name']}: mounts Secret {secret['secretName']}, not rendered"
+        assert data is not None, f"{c['name']}: mounts {what}, not rendered"
         local = root / mount["mountPath"].strip("/")
         local.mkdir(parents=True, exist_ok=True)
-        for item in secret.get("items") or [{"key": k, "path": k} for k in data]:
-            assert item["key"] in data, f"Secret {secret['secretName']} has no key {item['key']}"
+        for item in source.get("items") or [{"key": k, "path": k} for k in data]:
+            assert item["key"] in data, f"{what} has no key {item['key']}"
             (local / item["path"]).write_text(data[item["key"]])
         mapped[mount["mountPath"]] = str(local)
     return mapped

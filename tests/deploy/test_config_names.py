@@ -94,6 +94,12 @@ def test_dev_overlay_pods_get_valid_settings(name, tmp_path):
     assert settings.url_signing_key == "dev-only-url-signing-key"
     assert settings.webhook_secret_list() == ["whsec_devOnlyWebhookSigningSecretForPixqDevOverlay"]
     assert settings.public_base_url() == "http://pixq.localtest.me"
+    # PRESETS_FILE: the mounted ConfigMap pixq-presets, which pixq loads (empty: no presets or
+    # ingest rules until an operator adds them).
+    from pixq.presets import load_presets
+    assert settings.presets_file is not None and settings.presets_file.name == "presets.yaml"
+    catalogue = load_presets(settings)
+    assert catalogue.presets == [] and catalogue.ingest == []
 
 
 @pytest.mark.parametrize("name", PIXQ_DEPLOYMENTS)

@@ -68,7 +68,11 @@ def test_schema_rejects_bad_values():
                       (("config", "PUBLIC_URL"), "pixq.example.com"),
                       (("secrets", "values", "WEBHOOK_SECRETS"), "not-a-whsec-secret"),
                       (("worker", "webhookEgress", "extraCidrs"), ["10.20.0.0"]),
-                      (("worker", "webhookEgress", "ports"), [0])):
+                      (("worker", "webhookEgress", "ports"), [0]),
+                      (("config", "PRESETS_FILE"), "/tmp/presets.yaml"),
+                      (("secrets", "natsAuth", "MINIO_PASSWORD"), "has space"),
+                      (("minio", "bucketEvents", "queueDir"), "relative/dir"),
+                      (("presets", "document", "ingest"), [{"prefix": "in/"}])):
         broken = json.loads(json.dumps(values))
         node = broken
         for key in path[:-1]:
@@ -213,3 +217,135 @@ def test_public_url_derivation():
     assert public_url("config.PUBLIC_URL=https://images.example.org") == "https://images.example.org"
     assert public_url("api.ingress.enabled=false") is None
     assert one(objects("helm-prod"), "ConfigMap", "pixq-config")["data"]["PUBLIC_URL"] == "https://pixq.example.com"
+
+
+def _minio_notify_env(objs) -> list[dict]:
+    minio = one(objs, "StatefulSet", "pixq-minio")["spec"]["template"]["spec"]["containers"][0]
+    return [e for e in minio["env"] if e["name"].startswith("MINIO_NOTIFY_")]
+
+
+def _minio_nats_egress(objs) -> list[dict]:
+    return [rule for rule in one(objs, "NetworkPolicy", "pixq-minio")["spec"]["egress"]
+            if any(p["port"] == 4222 for p in rule["ports"])]
+
+
+@pytest.mark.parametrize("helm, kustomize", [("helm-default", "prod"), ("helm-tls", "prod-tls")])
+def test_bucket_events_match_kustomize(helm, kustomize):
+    """MinIO's notification target, its TLS and its way to NATS: the same with either installer."""
+    h, k = objects(helm), objects(kustomize)
+
+    def by_name(objs):
+        return {e["name"]: e for e in _minio_notify_env(objs)}
+
+    def ports(objs):
+        return [rule["ports"] for rule in _minio_nats_egress(objs)]
+    assert by_name(h) == by_name(k) and by_name(h)
+    assert ports(h) == ports(k) == [[{"protocol": "TCP", "port": 4222}]]
+
+
+def test_bucket_events_can_be_turned_off():
+    """minio.bucketEvents.enabled=false (or an external NATS, which the chart cannot give MinIO
+    credentials for): no notification target, no MinIO -> NATS flow; pixq-minio stays in
+    auth.conf (one file for every render), unused."""
+    for sets in (("minio.bucketEvents.enabled=false",),
+                 ("nats.enabled=false", "nats.externalUrl=nats://nats.example:4222",
+                  "nats.externalMonitoringEndpoint=nats.example:8222")):
+        objs = helm_template((), sets)
+        assert _minio_notify_env(objs) == [], sets
+        assert _minio_nats_egress(objs) == [], sets
+        for policy in find(objs, "NetworkPolicy", "pixq-nats"):
+            peers = [peer for rule in policy["spec"]["ingress"] for peer in rule.get("from", [])]
+            assert all(peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") != "minio"
+                       for peer in peers), sets
+        assert not validation_errors(list(objs))
+
+
+def test_presets_match_kustomize():
+    """The same (empty) PRESETS_FILE, mounted at the same path, with either installer."""
+    def presets(objs):
+        cm = one(objs, "ConfigMap", "pixq-presets")["data"]
+        return yaml.safe_load(cm["presets.yaml"])
+    assert presets(objects("helm-default")) == presets(objects("prod")) == {"presets": [], "ingest": []}
+
+
+def test_presets_values(tmp_path):
+    """presets.document renders into the ConfigMap as a file pixq loads (a preset and an
+    ingest rule); presets.existingConfigMap renders none and mounts that one instead."""
+    from pixq.presets import parse_presets_file
+    values = tmp_path / "presets.yaml"
+    values.write_text(yaml.safe_dump({"presets": {"document": {
+        "presets": [{"name": "catalogue", "version": 1, "tenants": ["catalogue"],
+                     "variants": [{"name": "thumb", "width": 320}]}],
+        "ingest": [{"prefix": "incoming/catalogue/", "preset": "catalogue", "tenant": "catalogue"}]}}}))
+    objs = helm_template((str(values),))
+    catalogue = parse_presets_file(one(objs, "ConfigMap", "pixq-presets")["data"]["presets.yaml"])
+    assert [p.name for p in catalogue.presets] == ["catalogue"]
+    assert catalogue.rule_for("incoming/catalogue/a.jpg").tenant == "catalogue"
+
+    objs = helm_template((), ("presets.existingConfigMap=my-presets",))
+    assert not find(objs, "ConfigMap", "pixq-presets")
+    for name in ("pixq-api", "pixq-worker"):
+        pod = one(objs, "Deployment", name)["spec"]["template"]["spec"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "presets"]
+        assert volume["configMap"]["name"] == "my-presets"
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["PRESETS_FILE"] == "/etc/pixq/presets/presets.yaml"
+    assert not validation_errors(list(objs))
+
+
+def test_minio_events_job(tmp_path):
+    """minio.bucketEvents.prefixes (or else presets.document's ingest prefixes) renders a
+    post-install/upgrade Job that runs the MinIO image's mc: it subscribes each prefix to the
+    target PIXQ for puts, idempotently, as the rendered script shows when run against a stand-in
+    mc that records its calls. It passes every policy the other workloads do, and may reach
+    only MinIO's S3 port. No prefixes (the default): no Job."""
+    import subprocess
+
+    from deploy_support import WORKLOAD_KINDS
+    assert not find(objects("helm-default"), "Job")
+    values = tmp_path / "presets.yaml"
+    values.write_text(yaml.safe_dump({"presets": {"document": {
+        "presets": [{"name": "catalogue", "version": 1, "variants": [{"name": "thumb", "width": 320}]}],
+        "ingest": [{"prefix": "incoming/catalogue/", "preset": "catalogue", "tenant": "catalogue"}]}}}))
+    derived = one(helm_template((str(values),)), "Job", "pixq-minio-events")
+    assert derived["spec"]["template"]["spec"]["containers"][0]["command"][4:] == ["incoming/catalogue/"]
+
+    objs = list(helm_template((), ("minio.bucketEvents.prefixes={incoming/a/,incoming/b c/}",)))
+    job = one(objs, "Job", "pixq-minio-events")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    assert "Job" in WORKLOAD_KINDS and not validation_errors(objs)
+    import test_k8s_policies as policies
+    for check in (policies.test_security_context_everywhere, policies.test_resources_requests_and_limits,
+                  policies.test_required_labels, policies.test_images_pinned, policies.test_selectors_match_pods,
+                  policies.test_network_policies):
+        check(objs)
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == one(objs, "StatefulSet", "pixq-minio")["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    (bin_dir / "mc").write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s|" "$a"; done >> {calls}\necho >> {calls}\n')
+    (bin_dir / "mc").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "BUCKET_NAME": "pixq", "MINIO_ROOT_USER": "u",
+           "MINIO_ROOT_PASSWORD": "p", "HOME": str(tmp_path)}
+    proc = subprocess.run(c["command"], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    recorded = [line.rstrip("|").split("|") for line in calls.read_text().splitlines()]
+    assert recorded[0][:2] == ["alias", "set"] and recorded[0][2:5] == ["pixq", "http://pixq-minio:9000", "u"]
+    adds = [call for call in recorded if call[:2] == ["event", "add"]]
+    assert adds == [["event", "add", "pixq/pixq", "arn:minio:sqs::PIXQ:nats", "--event", "put", "--prefix", prefix,
+                     "--ignore-existing"] for prefix in ("incoming/a/", "incoming/b c/")]
+    pod_env_names = {e["name"]: e.get("value") for e in c["env"]}
+    assert pod_env_names["MC_CONFIG_DIR"].startswith("/tmp/") and pod_env_names["HOME"] == "/tmp"
+
+    # Network: the Job reaches MinIO's 9000 and MinIO admits it; nothing else.
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    own = [p for p in find(objs, "NetworkPolicy") if p["spec"]["podSelector"].get("matchLabels")
+           and all(labels.get(k) == v for k, v in p["spec"]["podSelector"]["matchLabels"].items())]
+    egress = [(rule["ports"], peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"])
+              for p in own for rule in p["spec"].get("egress", []) for peer in rule.get("to", [])
+              if "podSelector" in peer and "namespaceSelector" not in peer]  # DNS aside
+    assert egress == [([{"protocol": "TCP", "port": 9000}], "minio")], egress
+    minio_in = [peer["podSelector"]["matchLabels"] for rule in one(objs, "NetworkPolicy", "pixq-minio")["spec"]["ingress"]
+                for peer in rule["from"]]
+    assert any(m.get("app.kubernetes.io/name") == "minio-events" for m in minio_in)

@@ -328,3 +328,32 @@ def test_ingress_suits_event_streams(rendered):
     assert read_timeout >= 2 * heartbeat, f"proxy-read-timeout {read_timeout}s vs EVENTS_HEARTBEAT {heartbeat}s"
     assert read_timeout >= LONG_POLL_MAX_SECONDS + 30, f"proxy-read-timeout {read_timeout}s vs long-poll"
     assert annotations.get("nginx.ingress.kubernetes.io/proxy-buffering", "off") == "off"
+
+
+def _admits(policy, from_labels, port):
+    """Whether an ingress rule of ``policy`` admits pods with ``from_labels`` on ``port``."""
+    for rule in policy["spec"].get("ingress", []):
+        ports = [p.get("port") for p in rule.get("ports", [])]
+        if port in ports and any(_label_matches(peer.get("podSelector", {}).get("matchLabels"), from_labels)
+                                 for peer in rule.get("from", []) if "podSelector" in peer
+                                 and "namespaceSelector" not in peer):
+            return True
+    return False
+
+
+def test_minio_reaches_nats_for_bucket_events(rendered):
+    """MinIO publishes bucket notifications to NATS: its egress to NATS's client port and NATS's
+    ingress from it are both open (under default deny, either one alone drops the connection);
+    nothing more: not the cluster or monitoring ports."""
+    labels = {w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"] for w in workloads(rendered)}
+    policies = find(rendered, "NetworkPolicy")
+
+    def policies_of(name):
+        return [p for p in policies if p["spec"]["podSelector"]
+                and _label_matches(p["spec"]["podSelector"].get("matchLabels"), labels[name])]
+    minio, nats = policies_of("pixq-minio"), policies_of("pixq-nats")
+    assert any(_allows(p, labels["pixq-nats"], 4222) for p in minio), "pixq-minio -> pixq-nats:4222 not allowed"
+    assert any(_admits(p, labels["pixq-minio"], 4222) for p in nats), "pixq-nats does not admit pixq-minio on 4222"
+    for port in (6222, 8222, 7777):
+        assert not any(_allows(p, labels["pixq-nats"], port) for p in minio), f"pixq-minio -> pixq-nats:{port}"
+        assert not any(_admits(p, labels["pixq-minio"], port) for p in nats), f"pixq-nats admits pixq-minio:{port}"

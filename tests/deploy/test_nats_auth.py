@@ -22,7 +22,7 @@ from api.events_hub import EventHub
 from pixq import dlq, names, queue
 from pixq.settings import Settings
 
-from deploy_support import RENDERS, container, objects, one, pod_env, which
+from deploy_support import REPO, RENDERS, container, objects, one, pod_env, which
 from servers import free_port, rewrite, running
 
 SERVER_PATHS = {"store_dir: /data": "store_dir: {tmp}/js",
@@ -46,10 +46,15 @@ def server_files(objs, tmp, listen: str | None = None) -> tuple[str, dict[str, s
                         "-out", f"{tmp}/tls.crt"], check=True, capture_output=True)
         for path in tmp.glob("*.conf"):
             path.write_text(path.read_text().replace("/etc/nats/tls/", f"{tmp}/"))
-    env = pod_env(objs, container(objs, "StatefulSet", "pixq-nats", "nats")) if objs_have_secrets(objs) else {}
+    # The nats container's passwords as the kubelet sets them: a variable auth.conf names but
+    # the container lacks stops nats-server. Renders that expect existing Secrets (helm-prod)
+    # get made-up values for the variables the container takes from them.
+    nats = container(objs, "StatefulSet", "pixq-nats", "nats")
+    if objs_have_secrets(objs):
+        env = pod_env(objs, nats)
+    else:
+        env = {e["name"]: "p" + uuid.uuid4().hex for e in nats["env"] if "secretKeyRef" in e.get("valueFrom", {})}
     env = {k: v for k, v in env.items() if k.endswith("_PASSWORD")}
-    env.setdefault("NATS_API_PASSWORD", "p" + uuid.uuid4().hex)
-    env.setdefault("NATS_WORKER_PASSWORD", "p" + uuid.uuid4().hex)
     env["SERVER_NAME"] = "pixq-nats-0"
     return str(tmp / "nats.conf"), env
 
@@ -70,7 +75,8 @@ def test_rendered_nats_config_is_valid(render, tmp_path):
 @pytest.fixture
 def nats_dev(tmp_path):
     """A nats-server running the dev overlay's configuration; yields (port, client URLs by
-    user, server log)."""
+    user, server log). pixq-minio's URL is made of the MinIO pod's notification target
+    settings (address, user and password, as the kubelet gives them to MinIO)."""
     objs = objects("dev")
     port = free_port()
     conf, env = server_files(objs, tmp_path, listen=f"127.0.0.1:{port}")
@@ -78,6 +84,11 @@ def nats_dev(tmp_path):
     for dep in ("pixq-api", "pixq-worker"):
         url = pod_env(objs, container(objs, "Deployment", dep))["NATS_URL"]
         urls[dep] = rewrite(url, {"@pixq-nats:4222": f"@127.0.0.1:{port}"})
+    minio = pod_env(objs, container(objs, "StatefulSet", "pixq-minio", "minio"))
+    assert minio["MINIO_NOTIFY_NATS_ADDRESS_PIXQ"] == "pixq-nats:4222"
+    urls["pixq-minio"] = (f"nats://{minio['MINIO_NOTIFY_NATS_USERNAME_PIXQ']}:"
+                          f"{minio['MINIO_NOTIFY_NATS_PASSWORD_PIXQ']}@127.0.0.1:{port}")
+    urls["minio-subject"] = minio["MINIO_NOTIFY_NATS_SUBJECT_PIXQ"]
     log = tmp_path / "nats.log"
     with running([which("nats-server"), "-c", conf], port, log, env=env):
         yield port, urls, log
@@ -348,3 +359,66 @@ async def test_api_cannot_update_the_webhook_consumer_by_body_name(nats_dev):
             await api.nc.request(f"$JS.API.CONSUMER.CREATE.{events}", json.dumps(
                 {"stream_name": events, "config": config}).encode(), timeout=2)
         assert (await worker.js.consumer_info(events, hooks)).config == before, "the API changed the webhook consumer"
+
+
+MINIO_PUT_EVENT = REPO / "tests" / "fixtures" / "minio-events" / "put.json"
+
+
+async def test_minio_publishes_bucket_events_and_nothing_else(nats_dev):
+    """As pixq-minio, with the MinIO pod's own target settings: a recorded MinIO event,
+    published the way MinIO's JetStream target does (a request answered with the stream's ack
+    on an inbox), lands in PIXQ_INGEST. Jobs, events and the JetStream API are refused, and so
+    is listening beyond its inboxes. A worker then pulls the event from pixq-ingest and acks
+    it, and the only permission violations the server saw are pixq-minio's refused attempts."""
+    _, urls, log = nats_dev
+    event = MINIO_PUT_EVENT.read_bytes()
+    subject = urls["minio-subject"]
+    worker = await Client().connect(urls["pixq-worker"])
+    minio = await Client().connect(urls["pixq-minio"])
+    try:
+        await queue.ensure_streams(worker.js, Settings())
+        await queue.ensure_worker_consumers(worker.js, Settings())
+
+        ack = await minio.js.publish(subject, event, timeout=2)
+        assert ack.stream == names.INGEST_STREAM and ack.seq == 1, ack
+        assert not minio.errors, minio.errors
+
+        for refused in (names.job_subject("resize"), "pixq.events.x"):
+            error = await minio.refused(minio.js.publish(refused, b"{}", timeout=0.5))
+            assert refused in error
+        for api in ("$JS.API.INFO", f"$JS.API.STREAM.INFO.{names.INGEST_STREAM}",
+                    f"$JS.API.STREAM.PURGE.{names.INGEST_STREAM}",
+                    f"$JS.API.CONSUMER.INFO.{names.INGEST_STREAM}.{names.INGEST_CONSUMER}",
+                    f"$JS.API.CONSUMER.MSG.NEXT.{names.INGEST_STREAM}.{names.INGEST_CONSUMER}"):
+            error = await minio.refused(minio.nc.request(api, b"", timeout=0.5))
+            assert api.lower() in error.lower()
+        await minio.nc.subscribe("pixq.>")
+        await minio.nc.flush()
+        await asyncio.sleep(0.1)
+        assert any("subscription" in e.lower() and "pixq.>" in e for e in minio.errors), minio.errors
+
+        assert (await worker.js.stream_info(names.INGEST_STREAM)).state.messages == 1
+        assert (await worker.js.stream_info(names.JOBS_STREAM)).state.messages == 0
+        assert (await worker.js.stream_info(EVENTS_STREAM)).state.messages == 0
+
+        puller = await queue.Puller(worker.js, names.INGEST_STREAM, names.INGEST_CONSUMER).start()
+        (message,) = await puller.fetch(1, 2)
+        assert message.subject == subject and message.data == event
+        assert json.loads(message.data)["EventName"] == "s3:ObjectCreated:Put"
+        await message.in_progress()
+        await message.ack_sync(timeout=2)
+        await puller.check()
+        info = await worker.js.consumer_info(names.INGEST_STREAM, names.INGEST_CONSUMER)
+        assert (info.num_pending, info.num_ack_pending) == (0, 0), info
+        assert (await worker.js.stream_info(names.INGEST_STREAM)).state.messages == 0, "work queue: acked is gone"
+
+        await worker.nc.flush()
+        await asyncio.sleep(0.1)
+        assert not worker.errors, worker.errors
+        violations = [line for line in log.read_text().splitlines() if "Violation" in line]
+        assert violations, "the refused attempts above must show in the server log"
+        others = [line for line in violations if '"pixq-minio"' not in line]
+        assert not others, "\n".join(others)
+    finally:
+        await worker.nc.close()
+        await minio.nc.close()

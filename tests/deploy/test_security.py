@@ -37,7 +37,7 @@ def test_nats_requires_auth(rendered):
     auth = conf["auth.conf"]
     assert "authorization {" in auth and "no_auth_user" not in auth
     found = users(auth)
-    assert set(found) == {"pixq-api", "pixq-worker"}, found
+    assert set(found) == {"pixq-api", "pixq-worker", "pixq-minio"}, found
     env = _env(container(rendered, "StatefulSet", "pixq-nats", "nats"))
     secrets = set()
     for user, spec in found.items():
@@ -114,6 +114,78 @@ def test_auth_parser_reads_deny_lists():
     assert may_publish(spec, "x.open") and not may_publish(spec, "x.secret") and not may_publish(spec, "y")
 
 
+def test_minio_nats_user_may_only_publish_bucket_events(rendered):
+    """pixq-minio (MinIO's notification target) publishes bucket events under pixq.ingest.>,
+    and gets JetStream's publish acks on its inboxes; nothing else: no job, event, DLQ or
+    status subject, and no JetStream API (it cannot read, consume, purge or create streams).
+    (test_nats_auth.py runs the same on a real nats-server.)"""
+    minio = users(_nats_files(rendered)["auth.conf"])["pixq-minio"]
+    assert minio["publish"] == [f"{names.INGEST_SUBJECT_PREFIX}.>"] and not minio["publish_deny"]
+    assert minio["subscribe"] == ["_INBOX.>"] and not minio["subscribe_deny"]
+    assert names.INGEST_SUBJECTS == [f"{names.INGEST_SUBJECT_PREFIX}.>"], "the stream stores what MinIO may publish"
+    assert may_publish(minio, f"{names.INGEST_SUBJECT_PREFIX}.minio")
+    job_id = "0b7e2c3a-1d2e-4f50-8a9b-0c1d2e3f4a5b"
+    for subject in (names.job_subject("resize"), names.job_subject("pipeline"), "pixq.events.x",
+                    names.job_event_subject("acme", job_id), f"pixq.dlq.{job_id}", f"pixq.status.{job_id}",
+                    "$JS.API.INFO", f"$JS.API.STREAM.INFO.{names.INGEST_STREAM}",
+                    f"$JS.API.STREAM.CREATE.{names.INGEST_STREAM}", f"$JS.API.STREAM.PURGE.{names.INGEST_STREAM}",
+                    f"$JS.API.CONSUMER.MSG.NEXT.{names.INGEST_STREAM}.{names.INGEST_CONSUMER}",
+                    f"$JS.ACK.{names.INGEST_STREAM}.{names.INGEST_CONSUMER}.1.1.1.1.0", "pixq.ingest"):
+        assert not may_publish(minio, subject), f"pixq-minio may publish {subject}"
+
+
+MINIO_TARGET = "PIXQ"
+
+
+def _minio_target_env(objs) -> dict[str, dict]:
+    """The MinIO container's MINIO_NOTIFY_NATS_*_PIXQ variables, by setting name (ADDRESS, ...)."""
+    env = _env(container(objs, "StatefulSet", "pixq-minio", "minio"))
+    prefix, suffix = "MINIO_NOTIFY_NATS_", f"_{MINIO_TARGET}"
+    return {name[len(prefix):-len(suffix)]: item for name, item in env.items()
+            if name.startswith(prefix) and name.endswith(suffix)}
+
+
+def test_minio_publishes_bucket_events_as_pixq_minio(rendered, overlay):
+    """The bundled MinIO's notification target PIXQ: JetStream publishes to pixq.ingest.minio
+    (stored by PIXQ_INGEST, allowed to pixq-minio) on the NATS Service, as pixq-minio with the
+    password the NATS server has for it, queueing on its own volume while NATS is away; over
+    TLS, trusting only the CA, when the render's NATS requires TLS."""
+    target = _minio_target_env(rendered)
+    values = {k: v.get("value") for k, v in target.items() if "value" in v}
+    assert values["ENABLE"] == "on" and values["JETSTREAM"] == "on"
+    subject = values["SUBJECT"]
+    assert subject == f"{names.INGEST_SUBJECT_PREFIX}.minio"
+    assert may_publish(users(_nats_files(rendered)["auth.conf"])[values["USERNAME"]], subject)
+    assert values["USERNAME"] == "pixq-minio"
+    host, _, port = values["ADDRESS"].partition(":")
+    assert port == "4222" and 4222 in [p["port"] for p in one(rendered, "Service", host)["spec"]["ports"]]
+    server = _env(container(rendered, "StatefulSet", "pixq-nats", "nats"))
+    assert _secret_ref(target["PASSWORD"]) == _secret_ref(server["NATS_MINIO_PASSWORD"])
+    assert _secret_ref(target["PASSWORD"])[1] == "MINIO_PASSWORD"
+    queue_dir = values["QUEUE_DIR"]
+    sts = one(rendered, "StatefulSet", "pixq-minio")
+    mounts = {m["mountPath"]: m["name"] for m in container(rendered, "StatefulSet", "pixq-minio", "minio")["volumeMounts"]}
+    claims = {c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]}
+    assert queue_dir.startswith("/data/.") and mounts["/data"] in claims, \
+        "queued events live on the persistent volume, under a name MinIO never lists as a bucket"
+    tls = overlay.endswith("-tls")
+    assert (values.get("TLS") == "on") is tls
+    if tls:
+        ca = values["CERT_AUTHORITY"]
+        volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+        (mount,) = [m for m in mounts if ca.startswith(m + "/")]
+        secret = volumes[mounts[mount]]["secret"]
+        assert secret["secretName"] == one(rendered, "Certificate", "pixq-nats")["spec"]["secretName"]
+        assert secret["items"] == [{"key": "ca.crt", "path": "ca.crt"}], "MinIO gets the CA only"
+    else:
+        assert "CERT_AUTHORITY" not in values
+    # MinIO reads no other NATS password.
+    refs = [_secret_ref(i) for i in _env(container(rendered, "StatefulSet", "pixq-minio", "minio")).values()
+            if "secretKeyRef" in i.get("valueFrom", {})]
+    nats_secret = _secret_ref(server["NATS_MINIO_PASSWORD"])[0]
+    assert [key for name, key in refs if name == nats_secret] == ["MINIO_PASSWORD"]
+
+
 def test_each_client_uses_its_own_nats_user(rendered):
     server = _env(container(rendered, "StatefulSet", "pixq-nats", "nats"))
     passwords = {name: _secret_ref(item) for name, item in server.items() if name.endswith("_PASSWORD")}
@@ -142,6 +214,8 @@ def test_redis_requires_a_password_from_a_secret(rendered):
         assert _secret_ref(client["REDIS_PASSWORD"]) == ref
 
 
+NON_SECRET_FILES = {"PRESETS_FILE"}
+"""*_FILE settings that hold configuration, not secrets: mounted from a ConfigMap."""
 SECRETISH_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|_KEYS?$|CREDENTIAL", re.I)
 URL_WITH_PASSWORD = re.compile(r"[a-z]+://[^/\s:@]*:[^@\s$]+@")
 
@@ -176,6 +250,11 @@ def test_secrets_are_files_or_secret_refs(rendered):
             directory, _, filename = item["value"].rpartition("/")
             assert directory in mounts, f"{dep}: {name}={item['value']} is not under a mount"
             assert mounts[directory].get("readOnly") is True, f"{dep}: {directory} must be read-only"
+            if name in NON_SECRET_FILES:
+                config_map = volumes[mounts[directory]["name"]].get("configMap")
+                assert config_map, f"{dep}: {name} is configuration: a ConfigMap volume"
+                assert filename in {i["path"] for i in config_map["items"]}, f"{dep}: {filename} not projected"
+                continue
             secret = volumes[mounts[directory]["name"]].get("secret")
             assert secret, f"{dep}: {name} must come from a Secret volume"
             assert secret.get("defaultMode") == 0o440, f"{dep}: {directory} defaultMode {secret.get('defaultMode')}"
@@ -242,10 +321,11 @@ def test_dev_passwords_are_safe_in_urls_and_nats_conf():
 
 
 def test_ingress_exposes_only_the_api_and_downloads(rendered):
-    """/health/* and /metrics answer without a key: they must not be reachable from outside."""
+    """/health/* and /metrics answer without a key: they must not be reachable from outside.
+    /uploads is the signed direct-upload endpoint of local storage (authorized by its token)."""
     ingress = one(rendered, "Ingress", "pixq-api")
     paths = [(p["path"], p["pathType"]) for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
-    assert paths == [("/api/v1", "Prefix"), ("/files", "Prefix")], paths
+    assert paths == [("/api/v1", "Prefix"), ("/files", "Prefix"), ("/uploads", "Prefix")], paths
 
 
 @pytest.mark.parametrize("render", ["helm-tls", "prod-tls"])

@@ -65,6 +65,23 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
 {{- default (printf "%s-tenants" (include "pixq.fullname" .)) .Values.secrets.existingTenantsSecret -}}
 {{- end -}}
 
+{{/* PRESETS_FILE's ConfigMap: presets.existingConfigMap, or the chart's <fullname>-presets. */}}
+{{- define "pixq.presetsConfigMapName" -}}
+{{- default (printf "%s-presets" (include "pixq.fullname" .)) .Values.presets.existingConfigMap -}}
+{{- end -}}
+
+{{/* Key prefixes the minio-events Job subscribes (JSON list): minio.bucketEvents.prefixes,
+     or else the prefixes of presets.document's ingest rules. */}}
+{{- define "pixq.bucketEventPrefixes" -}}
+{{- $prefixes := .Values.minio.bucketEvents.prefixes | default list -}}
+{{- if and (not $prefixes) (not .Values.presets.existingConfigMap) -}}
+{{- range (.Values.presets.document.ingest | default list) -}}
+{{- $prefixes = append $prefixes .prefix -}}
+{{- end -}}
+{{- end -}}
+{{- $prefixes | toJson -}}
+{{- end -}}
+
 {{- define "pixq.natsTlsSecretName" -}}
 {{- default (printf "%s-nats-tls" (include "pixq.fullname" .)) .Values.nats.tls.secretName -}}
 {{- end -}}
@@ -152,6 +169,8 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
   value: /etc/pixq/secrets/URL_SIGNING_KEY
 - name: TENANTS_FILE
   value: /etc/pixq/tenants/tenants.yaml
+- name: PRESETS_FILE
+  value: /etc/pixq/presets/presets.yaml
 - name: WEBHOOK_SECRETS
   valueFrom:
     secretKeyRef:
@@ -168,6 +187,9 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
   readOnly: true
 - name: tenants
   mountPath: /etc/pixq/tenants
+  readOnly: true
+- name: presets
+  mountPath: /etc/pixq/presets
   readOnly: true
 {{- if and $v.nats.enabled $v.nats.tls.enabled }}
 - name: nats-tls
@@ -205,6 +227,11 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
     defaultMode: 0440
     items:
       - {key: tenants.yaml, path: tenants.yaml}
+- name: presets
+  configMap:
+    name: {{ include "pixq.presetsConfigMapName" $ctx }}
+    items:
+      - {key: presets.yaml, path: presets.yaml}
 {{- if and $v.nats.enabled $v.nats.tls.enabled }}
 - name: nats-tls
   secret:
