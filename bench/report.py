@@ -246,6 +246,26 @@ unchanged across attempts: **{hooks['webhook_ids_unchanged_across_attempts']}**;
 """
 
 
+def inputs_section(data: dict, targets: list) -> str:
+    rows = [[path, data[path]["api_cpu_ms_per_job"], data[path]["api_cpu_ms_per_mb"]]
+            for path in ("multipart", "local_upload_endpoint", "direct_upload_api_share", "storage_key")]
+    share, multipart = data["direct_upload_api_share"], data["multipart"]
+    targets.append(["direct upload (S3): API CPU per job vs a multipart upload",
+                    f"{share['api_cpu_ms_per_job']} vs {multipart['api_cpu_ms_per_job']} ms", "measured (no target set)", ""])
+    return f"""## 8. Inputs: API CPU per submit, by how the image arrives
+
+{_conditions(data)}
+
+One `pixq-api` process, no workers, local storage; {data['jobs_per_path']} submits per path, one after another,
+of the same {data['image_bytes'] / 1e6:.2f} MB photo (resize to 512). API CPU (utime + stime) over each run.
+`direct_upload_api_share` is `POST /api/v1/uploads` plus a submit naming the upload id (the claim
+reads the first 256 KiB and links the object under `inputs/`): all the API does when the bytes go
+to S3 directly. With local storage the API also receives the bytes (`local_upload_endpoint`).
+
+{_table(["path", "API CPU ms per job", "ms per MB of image"], rows)}
+"""
+
+
 def profile_section(data: dict) -> str:
     profile = data.get("profile")
     if not profile:
@@ -269,7 +289,8 @@ A frame's "self" share is time with that frame on top of the Python stack, which
 
 
 def write() -> None:
-    sections = {name: _load(name) for name in ("throughput", "thumbor", "api", "memory", "scaling", "notifications")}
+    sections = {name: _load(name) for name in ("throughput", "thumbor", "api", "memory", "scaling", "notifications",
+                                             "inputs")}
     present = [d for d in sections.values() if d]
     if not present:
         return
@@ -293,6 +314,8 @@ def write() -> None:
         body.append(profile_section(sections["throughput"]))
     if sections["notifications"]:
         body.append(notifications_section(sections["notifications"], targets))
+    if sections["inputs"]:
+        body.append(inputs_section(sections["inputs"], targets))
     body.append("## Targets\n\n" + _table(["target", "measured", "verdict", "gap"], targets) + "\n")
     notes = BENCH / "notes.md"
     if notes.exists():

@@ -2,7 +2,7 @@
 
     python -m bench.run                      # everything, ~10-15 min on 2 cores
     python -m bench.run --quick              # smoke run: one repeat, short runs (~3 min)
-    python -m bench.run --only api,memory    # some sections: throughput,thumbor,api,memory,scaling,notifications
+    python -m bench.run --only api,memory    # some sections: throughput,thumbor,api,memory,scaling,notifications,inputs
 
 Writes bench/results/<section>.json and regenerates docs/benchmarks.md from every result
 file present (a partial run keeps the other sections' last figures). Installs what it
@@ -23,7 +23,7 @@ from bench import report
 from bench.common import (RESULTS, WORK, dump_json, ensure_loadtest, ensure_py_spy, ensure_thumbor, load_average,
                           log, machine_info, prepare_inputs)
 
-SECTIONS = ("throughput", "thumbor", "api", "memory", "scaling", "notifications")
+SECTIONS = ("throughput", "thumbor", "api", "memory", "scaling", "notifications", "inputs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         notifications = measure_notifications(args.quick)
         dump_json(RESULTS / "notifications.json", {"run": run_info, "load_average_end": load_average(),
                                                     **notifications})
+
+    if "inputs" in only:
+        from bench.inputs import measure_inputs
+        figures = measure_inputs(inputs.files["photo.jpg"], 20 if args.quick else 100)
+        dump_json(RESULTS / "inputs.json", {"run": run_info, "load_average_end": load_average(), **figures})
 
     report.write()
     log(f"done in {time.time() - started:.0f}s; wrote bench/results/*.json and docs/benchmarks.md")

@@ -209,6 +209,43 @@ async def test_a_claim_left_by_a_crash_is_finished(ingest_settings):
         assert [item["job_id"] for item in await tenant_jobs(api)] == [job_id]
 
 
+async def handed_back(settings, sequence: int, timeout: float = 20.0) -> None:
+    """Await the ingest consumer having delivered ``sequence`` without acking it (a condition)."""
+    nc = await nats.connect(settings.nats_url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while True:
+            info = await js.consumer_info(names.INGEST_STREAM, names.INGEST_CONSUMER)
+            if info.delivered.stream_seq >= sequence and info.ack_floor.stream_seq < sequence \
+                    and (info.num_redelivered or 0) >= 1:
+                return
+            assert time.monotonic() < deadline, f"the notification was not handed back: {info}"
+            await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("storage_type", ["local"])
+async def test_a_notification_waits_out_a_redis_outage(ingest_settings, redis_proc):
+    """Redis down when the notification arrives: no job, the notification is handed back (not
+    acked, not dropped), and once Redis is back it starts exactly one job, which completes."""
+    key = "incoming/catalogue/outage.jpg"
+    async with running_api(ingest_settings) as api, running_worker(ingest_settings):
+        etag = await put_object(ingest_settings, key, make_image(160, 120))
+        await all_handled(ingest_settings, 0)  # the worker's consumer exists
+        redis_proc.stop()
+        sequence = await publish(ingest_settings, recorded("put.json", bucket=ingest_settings.bucket_name, key=key,
+                                                           etag=etag))
+        await handed_back(ingest_settings, sequence)
+        redis_proc.start()
+        job = await first_job(api, timeout=30)
+        assert job["job_id"] == ingest_job_id(ingest_settings.bucket_name, key, etag)
+        assert (await wait_for_status(api, job["job_id"]))["status"] == "completed"
+        await all_handled(ingest_settings, sequence)
+        assert [item["job_id"] for item in await tenant_jobs(api)] == [job["job_id"]]
+
+
 def test_parse_recorded_documents():
     [put] = parse_event((EVENTS_DIR / "put.json").read_bytes())
     assert (put.event_name, put.bucket, put.key, put.etag, put.size) == (
