@@ -165,7 +165,11 @@ def main() -> None:
     def on_signal(signum, frame):
         raise KeyboardInterrupt
 
+    # SIGINT too, explicitly: a process started with SIGINT ignored (anything launched from a
+    # non-interactive shell's background job inherits that) keeps ignoring it otherwise, and
+    # Ctrl-C would never stop the stack.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     status = 0
     try:
         stack.start()
