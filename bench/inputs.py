@@ -91,7 +91,11 @@ async def _measure(stack: LocalStack, data: bytes, key: str, jobs: int) -> dict:
     return out
 
 
-def measure_inputs(photo_path, jobs: int) -> dict:
+def measure_inputs(photos: dict, jobs: int) -> dict:
+    """Per photo (name -> path): a small and a large input show what scales with size."""
+    out = {}
     with LocalStack("inputs", workers=0) as stack:
-        key = stack.put("inputs/default/bench-photo.jpg", photo_path)
-        return asyncio.run(_measure(stack, photo_path.read_bytes(), key, jobs))
+        for name, path in photos.items():
+            key = stack.put(f"inputs/default/bench-{name}", path)
+            out[name] = asyncio.run(_measure(stack, path.read_bytes(), key, jobs))
+    return {"photos": out}

@@ -247,22 +247,27 @@ unchanged across attempts: **{hooks['webhook_ids_unchanged_across_attempts']}**;
 
 
 def inputs_section(data: dict, targets: list) -> str:
-    rows = [[path, data[path]["api_cpu_ms_per_job"], data[path]["api_cpu_ms_per_mb"]]
-            for path in ("multipart", "local_upload_endpoint", "direct_upload_api_share", "storage_key")]
-    share, multipart = data["direct_upload_api_share"], data["multipart"]
-    targets.append(["direct upload (S3): API CPU per job vs a multipart upload",
-                    f"{share['api_cpu_ms_per_job']} vs {multipart['api_cpu_ms_per_job']} ms", "measured (no target set)", ""])
+    paths = ("multipart", "local_upload_endpoint", "direct_upload_api_share", "storage_key")
+    rows, sizes = [], []
+    for name, figures in data["photos"].items():
+        sizes.append(f"{name} {figures['image_bytes'] / 1e6:.2f} MB")
+        rows += [[name, path, figures[path]["api_cpu_ms_per_job"], figures[path]["api_cpu_ms_per_mb"]] for path in paths]
+        targets.append([f"direct upload (S3), {name}: API CPU per job vs a multipart upload",
+                        f"{figures['direct_upload_api_share']['api_cpu_ms_per_job']} vs "
+                        f"{figures['multipart']['api_cpu_ms_per_job']} ms", "measured (no target set)", ""])
+    jobs = next(iter(data["photos"].values()))["jobs_per_path"]
     return f"""## 8. Inputs: API CPU per submit, by how the image arrives
 
 {_conditions(data)}
 
-One `pixq-api` process, no workers, local storage; {data['jobs_per_path']} submits per path, one after another,
-of the same {data['image_bytes'] / 1e6:.2f} MB photo (resize to 512). API CPU (utime + stime) over each run.
+One `pixq-api` process, no workers, local storage; {jobs} submits per path, one after another, of
+each photo ({', '.join(sizes)}), resize to 512. API CPU (utime + stime) over each run.
 `direct_upload_api_share` is `POST /api/v1/uploads` plus a submit naming the upload id (the claim
-reads the first 256 KiB and links the object under `inputs/`): all the API does when the bytes go
-to S3 directly. With local storage the API also receives the bytes (`local_upload_endpoint`).
+reads the first 256 KiB, sniffs it and links the object under `inputs/`): all the API does when
+the bytes go to S3 directly, so it does not grow with the image. With local storage the API also
+receives the bytes (`local_upload_endpoint`).
 
-{_table(["path", "API CPU ms per job", "ms per MB of image"], rows)}
+{_table(["photo", "path", "API CPU ms per job", "ms per MB of image"], rows)}
 """
 
 

@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if "inputs" in only:
         from bench.inputs import measure_inputs
-        figures = measure_inputs(inputs.files["photo.jpg"], 20 if args.quick else 100)
+        figures = measure_inputs({name: inputs.files[name] for name in ("photo.jpg", "photo.png")},
+                                 20 if args.quick else 100)
         dump_json(RESULTS / "inputs.json", {"run": run_info, "load_average_end": load_average(), **figures})
 
     report.write()
