@@ -33,10 +33,12 @@ from pixq.cli_batch import DEFAULT_BATCH_BYTES, MAX_BATCH_ITEMS, submit_director
 from pixq.cli_client import CliError, Client
 from pixq.cli_follow import TERMINAL, follow_job
 from pixq.cli_upload import SUBMIT_PATHS, upload_command
+from pixq.jobs import JobType
 
 __all__ = ["CliError", "Client", "TERMINAL", "amain", "build_parser", "main"]
 
-PARAMETERS = ("width", "height", "fit", "format", "quality", "x", "y", "gravity", "background", "enlarge")
+PARAMETERS = ("width", "height", "fit", "format", "quality", "x", "y", "gravity", "background", "enlarge",
+              "include_gps")
 LIST_PAGE_MAX = 100
 
 
@@ -64,7 +66,7 @@ async def _wait(client: Client, job_id: str, timeout: float) -> dict:
 
 
 async def submit(client: Client, args: argparse.Namespace) -> dict:
-    path = {"resize": "/api/v1/resize", "crop": "/api/v1/crop", "job": "/api/v1/jobs"}[args.kind]
+    path = SUBMIT_PATHS[args.kind]
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
     spec = json.loads(args.spec) if args.kind == "job" and not args.preset else None
     if args.file:
@@ -145,25 +147,32 @@ async def dlq(client: Client, args: argparse.Namespace) -> Any:
     return await client.call("DELETE", "/api/v1/dlq")
 
 
+def _add_job_options(parser: argparse.ArgumentParser) -> None:
+    """What a submitted job may say, for ``submit`` and ``upload --submit`` alike."""
+    for name in ("width", "height", "quality", "x", "y"):
+        parser.add_argument(f"--{name}", type=int)
+    for name in ("fit", "format", "gravity", "background"):
+        parser.add_argument(f"--{name}")
+    parser.add_argument("--enlarge", action="store_true", default=None)
+    parser.add_argument("--include-gps", action="store_const", const=True, default=None,
+                        help="analyze: include the photo's GPS position (off by default: personal data)")
+    parser.add_argument("--spec", default='{"variants": [{"name": "default"}]}', help="pipeline spec JSON (job)")
+    parser.add_argument("--preset", help="job: a preset of PRESETS_FILE, NAME or NAME@VERSION (instead of --spec)")
+    parser.add_argument("--idempotency-key")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixq", description="pixq command line (talks to the HTTP API)")
     parser.add_argument("--api-url", default=os.environ.get("PIXQ_API_URL", "http://127.0.0.1:8080"))
     parser.add_argument("--api-key", default=os.environ.get("PIXQ_API_KEY", ""))
     commands = parser.add_subparsers(dest="command", required=True)
 
-    sub = commands.add_parser("submit", help="submit a resize, crop or pipeline job (or a directory of them)")
-    sub.add_argument("kind", choices=["resize", "crop", "job"])
+    sub = commands.add_parser("submit", help="submit a resize, crop, pipeline or analyze job (or a directory of them)")
+    sub.add_argument("kind", choices=sorted(SUBMIT_PATHS))
     sub.add_argument("file", nargs="?", help="image to upload, or a directory of images (or use --key)")
     sub.add_argument("--key", help="storage_key of an object already in the bucket")
     sub.add_argument("--url", help="source URL the worker fetches (its host must be allowed)")
-    for name in ("width", "height", "quality", "x", "y"):
-        sub.add_argument(f"--{name}", type=int)
-    for name in ("fit", "format", "gravity", "background"):
-        sub.add_argument(f"--{name}")
-    sub.add_argument("--enlarge", action="store_true", default=None)
-    sub.add_argument("--spec", default='{"variants": [{"name": "default"}]}', help="pipeline spec JSON (job)")
-    sub.add_argument("--preset", help="job: a preset of PRESETS_FILE, NAME or NAME@VERSION (instead of --spec)")
-    sub.add_argument("--idempotency-key")
+    _add_job_options(sub)
     sub.add_argument("--callback-url", help="webhook URL (for a directory: its batches' batch.completed)")
     sub.add_argument("--wait", action="store_true", help="wait for the job to finish")
     sub.add_argument("--output", help="download the result here (implies --wait); a directory for a directory")
@@ -184,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("ls", help="list jobs, newest first (JSON lines)")
     listing.add_argument("--status", choices=["queued", "processing", "retrying", "completed", "failed"])
-    listing.add_argument("--type", choices=["resize", "crop", "pipeline"])
+    listing.add_argument("--type", choices=[job_type.value for job_type in JobType])
     listing.add_argument("--created-after")
     listing.add_argument("--created-before")
     listing.add_argument("--tenant", help="admin keys: list one tenant")
@@ -204,13 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("file")
     up.add_argument("--content-type", help="image/* type (default: from the file's first bytes or extension)")
     up.add_argument("--submit", choices=sorted(SUBMIT_PATHS), help="then submit this job on the upload")
-    for name in ("width", "height", "quality", "x", "y"):
-        up.add_argument(f"--{name}", type=int)
-    for name in ("fit", "format", "gravity", "background"):
-        up.add_argument(f"--{name}")
-    up.add_argument("--enlarge", action="store_true", default=None)
-    up.add_argument("--spec", default='{"variants": [{"name": "default"}]}', help="pipeline spec JSON (--submit job)")
-    up.add_argument("--idempotency-key")
+    _add_job_options(up)
     up.add_argument("--wait", action="store_true", help="wait for the submitted job to finish")
     up.add_argument("--output", help="download the submitted job's result here (implies --wait)")
     up.add_argument("--timeout", type=float, default=300.0)
@@ -246,6 +249,8 @@ async def run(args: argparse.Namespace) -> int:
             await list_jobs(client, args)
             return 0
         elif args.command == "upload":
+            if args.preset and args.submit != "job":
+                raise CliError("--preset needs '--submit job': a preset is a pipeline")
             result = await upload_command(client, args, _parameters(args), _wait)
         else:
             if args.action in ("show",) and not args.job_id:

@@ -21,7 +21,8 @@ import aiohttp
 
 from pixq.cli_client import CliError, Client
 
-SUBMIT_PATHS = {"resize": "/api/v1/resize", "crop": "/api/v1/crop", "job": "/api/v1/jobs"}
+SUBMIT_PATHS = {"resize": "/api/v1/resize", "crop": "/api/v1/crop", "job": "/api/v1/jobs", "analyze": "/api/v1/analyze"}
+"""What ``pixq submit KIND`` and ``pixq upload --submit KIND`` post to."""
 _MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF8", "image/gif"),
           (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
 """First bytes of the common formats, so a file without an extension still gets a type."""
@@ -74,8 +75,10 @@ async def upload_command(client: Client, args, parameters: dict[str, Any],
     uploaded = await upload_file(client, Path(args.file), args.content_type)
     if not args.submit:
         return uploaded
-    body = {"input": {"upload_id": uploaded["upload_id"]},
-            "parameters": json.loads(args.spec) if args.submit == "job" else parameters}
+    body: dict[str, Any] = {"input": {"upload_id": uploaded["upload_id"]},
+                            "parameters": json.loads(args.spec) if args.submit == "job" else parameters}
+    if args.preset:  # a preset replaces the parameters (the API refuses both together)
+        body = {"input": body["input"], "preset": args.preset}
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
     accepted = await client.call("POST", SUBMIT_PATHS[args.submit], json=body, headers=headers)
     if not (args.wait or args.output):

@@ -301,6 +301,16 @@ async def test_cli_upload_goes_through_the_presigned_flow(make_settings, storage
         assert code == 0 and done["status"] == "completed" and done["result"]["width"] == 32, done
         assert output.read_bytes()[:3] == b"\xff\xd8\xff"
 
+        code = await cli.amain(["--api-url", url, "--api-key", "key-a", "upload", str(source),
+                                "--submit", "analyze", "--wait"])
+        described = printed_json(capsys)
+        assert code == 0 and described["type"] == "analyze" and described["result"]["variants"] == [], described
+        assert described["result"]["input"]["width"] == 120 and len(described["result"]["analysis"]["dhash"]) == 16
+        assert "gps" not in described["result"]["analysis"]["exif"]
+        assert await cli.amain(["--api-url", url, "--api-key", "key-a", "upload", str(source),
+                                "--submit", "resize", "--preset", "avatar"]) == 2
+        assert "--submit job" in capsys.readouterr().err
+
         (tmp_path / "notes.txt").write_text("hello")
         assert await cli.amain(["--api-url", url, "--api-key", "key-a", "upload", str(tmp_path / "notes.txt")]) == 2
         assert "--content-type" in capsys.readouterr().err
