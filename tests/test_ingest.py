@@ -82,23 +82,30 @@ async def publish(settings, *documents: bytes) -> int:
         await nc.close()
 
 
-async def all_handled(settings, sequence: int, timeout: float = 20.0) -> None:
-    """Await the ingest consumer acking everything up to ``sequence`` (a condition with a deadline)."""
+async def consumer_reaches(settings, condition, what: str, timeout: float = 20.0) -> None:
+    """Await ``condition(consumer info)`` on the ingest consumer (a condition with a deadline);
+    info is None until the worker has created the consumer."""
     nc = await nats.connect(settings.nats_url)
     try:
         js = nc.jetstream()
         deadline = time.monotonic() + timeout
         while True:
-            try:  # the worker creates the consumer as it starts
+            try:
                 info = await js.consumer_info(names.INGEST_STREAM, names.INGEST_CONSUMER)
             except NotFoundError:
                 info = None
-            if info and info.ack_floor.stream_seq >= sequence and info.num_ack_pending == 0 and info.num_pending == 0:
+            if info is not None and condition(info):
                 return
-            assert time.monotonic() < deadline, f"ingest consumer did not ack up to {sequence}: {info}"
+            assert time.monotonic() < deadline, f"ingest consumer: {what}: {info}"
             await asyncio.sleep(0.05)
     finally:
         await nc.close()
+
+
+async def all_handled(settings, sequence: int, timeout: float = 20.0) -> None:
+    """Await the ingest consumer acking everything up to ``sequence``."""
+    await consumer_reaches(settings, lambda info: info.ack_floor.stream_seq >= sequence and info.num_ack_pending == 0
+                           and info.num_pending == 0, f"did not ack up to {sequence}", timeout)
 
 
 async def tenant_jobs(api, tenant: str = "catalogue") -> list[dict]:
@@ -209,21 +216,11 @@ async def test_a_claim_left_by_a_crash_is_finished(ingest_settings):
         assert [item["job_id"] for item in await tenant_jobs(api)] == [job_id]
 
 
-async def handed_back(settings, sequence: int, timeout: float = 20.0) -> None:
-    """Await the ingest consumer having delivered ``sequence`` without acking it (a condition)."""
-    nc = await nats.connect(settings.nats_url)
-    try:
-        js = nc.jetstream()
-        deadline = time.monotonic() + timeout
-        while True:
-            info = await js.consumer_info(names.INGEST_STREAM, names.INGEST_CONSUMER)
-            if info.delivered.stream_seq >= sequence and info.ack_floor.stream_seq < sequence \
-                    and (info.num_redelivered or 0) >= 1:
-                return
-            assert time.monotonic() < deadline, f"the notification was not handed back: {info}"
-            await asyncio.sleep(0.05)
-    finally:
-        await nc.close()
+async def handed_back(settings, sequence: int) -> None:
+    """Await the ingest consumer having delivered ``sequence`` and had it handed back, unacked."""
+    await consumer_reaches(settings, lambda info: info.delivered.stream_seq >= sequence
+                           and info.ack_floor.stream_seq < sequence and (info.num_redelivered or 0) >= 1,
+                           f"{sequence} was not handed back")
 
 
 @pytest.mark.parametrize("storage_type", ["local"])
