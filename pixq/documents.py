@@ -11,11 +11,27 @@ from collections.abc import Callable
 from typing import Any
 
 from pixq.jobs import JobType
+from pixq.settings import Settings
+from pixq.signing import signed_path
+from pixq.storage import Storage
 
 Mint = Callable[[str], str]
 """Storage key -> a download URL valid for URL_TTL."""
 
 _OUTPUT_FIELDS = ("storage_key", "width", "height", "format", "bytes")
+
+
+def download_minter(storage: Storage, settings: Settings, origin: str) -> Mint:
+    """Download URLs valid for URL_TTL: a presigned GET (S3), or a signed link to the API's
+    /files at ``origin`` (local storage): the request's origin in the API, PUBLIC_URL in a
+    worker sending a webhook."""
+    def mint(storage_key: str) -> str:
+        url = storage.presigned_url(storage_key, settings.url_ttl)
+        if url is not None:
+            return url
+        return origin + signed_path(settings.signing_key(), storage_key, settings.url_ttl)
+
+    return mint
 
 
 def public_status(record: dict[str, Any], mint: Mint | None = None) -> dict[str, Any]:

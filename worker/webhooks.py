@@ -55,7 +55,6 @@ from pixq import documents, names, outbound, queue, webhooks
 from pixq.errors import ErrorCode, PixqError, describe
 from pixq.jobs import utc_now
 from pixq.settings import Settings
-from pixq.signing import signed_path
 from pixq.status import StatusStore
 from pixq.storage import Storage
 from pixq.tenants import TenantDirectory, TenantSettings, load_directory
@@ -140,6 +139,8 @@ class WebhookDeliverer:
         self.directory = directory if directory is not None else load_directory(settings)
         self.resolver = resolver
         self.store = webhooks.WebhookStore(status.client, status.job_ttl)
+        self.mint = documents.download_minter(storage, settings, settings.public_base_url())
+        """Download URLs in webhook bodies: presigned (S3), or signed links to PUBLIC_URL."""
         self.session: aiohttp.ClientSession | None = None
         for secret in settings.webhook_secret_list():
             try:
@@ -304,13 +305,6 @@ class WebhookDeliverer:
         if event["type"].startswith("job."):
             event = {**event, "data": documents.with_urls(event["data"], self.mint)}
         return json.dumps(event, separators=(",", ":")).encode()
-
-    def mint(self, storage_key: str) -> str:
-        url = self.storage.presigned_url(storage_key, self.settings.url_ttl)
-        if url is not None:
-            return url
-        return self.settings.public_base_url() + signed_path(self.settings.signing_key(), storage_key,
-                                                             self.settings.url_ttl)
 
     async def send(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
         """POST once: no redirects followed, WEBHOOK_TIMEOUT for the whole attempt, the SSRF
