@@ -24,12 +24,10 @@ pass through an API pod on S3, which is the point (a multipart upload costs the 
 
 import asyncio
 import contextlib
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -38,7 +36,7 @@ from aiohttp import web
 from api.context import CONTEXT, ApiContext
 from pixq import names
 from pixq.errors import ErrorCode, PixqError
-from pixq.sniff import ImageInfo, check_spec_fits, sniff
+from pixq.sniff import ImageInfo, check_spec_fits, sniff_bytes
 from pixq.spec import PipelineSpec
 from pixq.storage import LocalStorage
 from pixq.storage import upload_tokens
@@ -138,13 +136,7 @@ async def _sniff_object(ctx: ApiContext, key: str, size: int) -> ImageInfo:
 
 
 async def _sniff_bytes(ctx: ApiContext, data: bytes) -> ImageInfo:
-    def run() -> ImageInfo:
-        with tempfile.NamedTemporaryFile(prefix="pixq-claim-") as handle:
-            handle.write(data)
-            handle.flush()
-            return sniff(Path(handle.name), ctx.limits)
-
-    return await asyncio.to_thread(run)
+    return await asyncio.to_thread(sniff_bytes, data, ctx.limits)
 
 
 async def upload_sweeper(app: web.Application) -> AsyncIterator[None]:

@@ -177,17 +177,26 @@ def sniff(path: pathlib.Path, limits: Limits) -> ImageInfo:
     an image), UNSUPPORTED_FORMAT (an image format not accepted), INVALID_IMAGE (header
     unreadable), IMAGE_TOO_LARGE (over MAX_INPUT_PIXELS), TOO_MANY_FRAMES."""
     path = pathlib.Path(path)
-    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(HEAD_BYTES)
+    return _identify(path.stat().st_size, head, limits,
+                     lambda: pyvips.Image.new_from_file(str(path), access="sequential", fail_on=FAIL_ON))
+
+
+def sniff_bytes(data: bytes, limits: Limits) -> ImageInfo:
+    """``sniff`` of bytes already in memory (a direct upload's head, read from storage)."""
+    return _identify(len(data), data[:HEAD_BYTES], limits,
+                     lambda: pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on=FAIL_ON))
+
+
+def _identify(size: int, head: bytes, limits: Limits, load) -> ImageInfo:
     if size > limits.max_input_bytes:
         raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE,
                         f"input is {size} bytes, over MAX_INPUT_BYTES={limits.max_input_bytes}")
-    with path.open("rb") as handle:
-        head = handle.read(HEAD_BYTES)
     fmt = check_allowed(detect_format(head), limits)
     apply_loader_policy(limits)
     try:
-        # Lazy: libvips reads only the header until pixels are asked for.
-        image = pyvips.Image.new_from_file(str(path), access="sequential", fail_on=FAIL_ON)
+        image = load()  # lazy: libvips reads only the header until pixels are asked for
     except pyvips.Error as exc:
         raise PixqError(ErrorCode.INVALID_IMAGE, f"cannot read image header: {_first_line(exc)}") from None
     return inspect_header(image, fmt, limits)
