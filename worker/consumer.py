@@ -120,14 +120,14 @@ class Consumer:
             return
         job_log = log.bind(job_id=job.job_id, request_id=job.metadata.request_id, tenant=job.tenant,
                            attempt=attempt)
-        if await self._already_done(job, job_log):
-            await self._settle_done(message, job)
+        if done := await self._already_done(job, job_log):
+            await self._settle_done(message, job, done)
             return
-        if not await self._record(job, attempt, JobStatus.PROCESSING, job_log) and await self._already_done(
-                job, job_log):
+        if not await self._record(job, attempt, JobStatus.PROCESSING, job_log) and (
+                done := await self._already_done(job, job_log)):
             # It became terminal between the check above and this write: finished, or marked failed
             # by an API whose publish went unconfirmed (it answered 503). Never run it then.
-            await self._settle_done(message, job)
+            await self._settle_done(message, job, done)
             return
         heartbeat = asyncio.create_task(self._heartbeat(message))
         IN_FLIGHT.inc()
@@ -159,32 +159,29 @@ class Consumer:
         else:
             await message.ack()
 
-    async def _settle_done(self, message: Msg, job: JobMessage) -> None:
-        """A delivery of a job already terminal: announce its status again (a no-op within the
-        events' duplicate window) before acking, in case the first announcement failed."""
-        try:
-            record = await self.status.get(job.job_id)
-        except PixqError:
-            record = None
-        if (record is not None and record["generation"] == job.metadata.generation
-                and not await announce_logged(self.js, self.status, record)):
+    async def _settle_done(self, message: Msg, job: JobMessage, record: dict) -> None:
+        """A delivery of a job already terminal (``record``, as _already_done read it): announce
+        its status again (a no-op within the events' duplicate window) before acking, in case
+        the first announcement failed."""
+        if record["generation"] == job.metadata.generation and not await announce_logged(self.js, self.status, record):
             await queue.settle(message.nak(delay=ANNOUNCE_RETRY_SECONDS))
             return
         await message.ack()
 
-    async def _already_done(self, job: JobMessage, job_log) -> bool:
-        """A duplicate or late delivery of a finished job (or of an older replay generation)."""
+    async def _already_done(self, job: JobMessage, job_log) -> dict | None:
+        """The stored status when this is a duplicate or late delivery of a finished job (or of
+        an older replay generation); None when the job is to run."""
         try:
             record = await self.status.get(job.job_id)
         except PixqError:
-            return False  # Redis down: process anyway; outputs are idempotent
+            return None  # Redis down: process anyway; outputs are idempotent
         if record is None:
-            return False
+            return None
         if record["generation"] > job.metadata.generation or (
                 record["generation"] == job.metadata.generation and record["status"] in TERMINAL_STATUSES):
             job_log.info("duplicate_delivery_skipped", status=record["status"])
-            return True
-        return False
+            return record
+        return None
 
     async def _record(self, job: JobMessage, attempt: int, status: JobStatus, job_log, **fields) -> bool:
         """Best-effort status write for non-terminal states: an outage must not stop processing.
