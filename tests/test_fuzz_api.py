@@ -109,6 +109,12 @@ class Api:
     def run(self, coro):
         return self.loop.run_until_complete(coro)
 
+    def put_object(self, key: str, data: bytes) -> None:
+        """An object in the app's local storage, as an earlier upload would have left it."""
+        path = self.settings.storage_dir / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
     async def send_raw(self, raw: bytes) -> Reply:
         """Send one request and read the whole answer; of an event stream (SSE) answering 200
         only the head is read before closing, since it would not end by itself."""
@@ -396,9 +402,7 @@ def test_json_submits_never_fail(make_settings):
     """JSON submits: wrong types, huge numbers, NaN, surrogates, odd storage keys, for all three routes."""
     with live_api(make_settings) as api:
         existing = "inputs/team-a/fixture.png"
-        path = api.settings.storage_dir / existing
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(make_image(48, 32, ".png"))
+        api.put_object(existing, make_image(48, 32, ".png"))
         odd_keys = [existing, existing + "/x", "inputs/ops/other.png", "missing.jpg", "../etc/passwd", "/etc/passwd",
                     "inputs/team-a/../../x", "inputs/team-a/" + "a" * 300, "inputs/team-a/" + "a/" * 600,
                     "inputs/team-a/" + "a" * 2000, "inputs/team-a/\ud800", "inputs/team-a/\x00",
@@ -609,8 +613,7 @@ def test_headers_never_fail(make_settings):
         job_id = check_json(api.request("POST", "/api/v1/resize", [USER, MULTIPART],
                                         form_body({"width": "8"}, image)))["job_id"]
         key = "outputs/team-a/fixture/default.png"
-        (api.settings.storage_dir / key).parent.mkdir(parents=True, exist_ok=True)
-        (api.settings.storage_dir / key).write_bytes(image)
+        api.put_object(key, image)
         link = f"/files/{key}?expires=4000000000&sig={sign(api.settings.signing_key(), key, 4_000_000_000)}"
         targets = [("POST", "/api/v1/resize", [USER, MULTIPART], form_body({"width": "8"}, image)),
                    ("POST", "/api/v1/jobs", [USER, JSON_TYPE],
@@ -771,9 +774,7 @@ def test_signed_downloads_never_fail(make_settings):
     """/files/{key}?expires=&sig= with malformed links, and correctly signed links to odd keys."""
     with live_api(make_settings) as api:
         real_key = "outputs/team-a/fixture/default.png"
-        target = api.settings.storage_dir / real_key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(make_image(16, 16, ".png"))
+        api.put_object(real_key, make_image(16, 16, ".png"))
         signing_key = api.settings.signing_key()
         future = 4_000_000_000
 

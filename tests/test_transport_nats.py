@@ -69,29 +69,22 @@ def test_url_credentials_are_lifted_decoded_and_shared_by_every_server():
         split_nats_credentials("nats://a:1@h1:4222,nats://b:2@h2:4222")
 
 
-async def test_user_and_password_in_url(tmp_path, redis_proc):
-    password = "p@ss/w:rd with space"
-    server = nats_server_conf(tmp_path, f"authorization {{ user: pixq, password: {json.dumps(password)} }}")
-    try:
-        url = f"nats://pixq:p%40ss%2Fw%3Ard%20with%20space@127.0.0.1:{server.port}"
-        await assert_jetstream_works(settings_for(url, redis_proc.port, tmp_path))
-        await assert_refused(settings_for(f"nats://127.0.0.1:{server.port}", redis_proc.port, tmp_path),
-                             "authorization violation")
-        await assert_refused(settings_for(f"nats://pixq:wrong@127.0.0.1:{server.port}", redis_proc.port, tmp_path),
-                             "authorization violation")
-    finally:
-        server.stop()
+PASSWORD = "p@ss/w:rd with space"
 
 
-async def test_token_in_url(tmp_path, redis_proc):
-    server = nats_server_conf(tmp_path, 'authorization { token: "tok-2f9c1e" }')
+@pytest.mark.parametrize("authorization, credentials, wrong", [
+    (f"authorization {{ user: pixq, password: {json.dumps(PASSWORD)} }}",
+     "pixq:p%40ss%2Fw%3Ard%20with%20space@", "pixq:wrong@"),
+    ('authorization { token: "tok-2f9c1e" }', "tok-2f9c1e@", "tok-wrong@"),
+], ids=["user-and-password", "token"])
+async def test_credentials_in_url(tmp_path, redis_proc, authorization, credentials, wrong):
+    """Percent-escaped credentials in NATS_URL work; none, or wrong ones, are refused."""
+    server = nats_server_conf(tmp_path, authorization)
     try:
-        await assert_jetstream_works(settings_for(f"nats://tok-2f9c1e@127.0.0.1:{server.port}", redis_proc.port,
-                                                  tmp_path))
-        await assert_refused(settings_for(f"nats://127.0.0.1:{server.port}", redis_proc.port, tmp_path),
-                             "authorization violation")
-        await assert_refused(settings_for(f"nats://tok-wrong@127.0.0.1:{server.port}", redis_proc.port, tmp_path),
-                             "authorization violation")
+        url = f"nats://{{}}127.0.0.1:{server.port}"
+        await assert_jetstream_works(settings_for(url.format(credentials), redis_proc.port, tmp_path))
+        for refused in ("", wrong):
+            await assert_refused(settings_for(url.format(refused), redis_proc.port, tmp_path), "authorization violation")
     finally:
         server.stop()
 
