@@ -72,6 +72,21 @@ def test_url_credentials_are_lifted_decoded_and_shared_by_every_server():
 PASSWORD = "p@ss/w:rd with space"
 
 
+async def assert_only_credentials(server, redis_port: int, tmp_path, good: dict, stranger: dict,
+                                  url: str = "nats://{}127.0.0.1:{port}", good_prefix: str = "",
+                                  stranger_prefix: str = "") -> None:
+    """JetStream works with ``good`` settings; no credentials, or a stranger's, are refused; the
+    server is stopped afterwards."""
+    try:
+        await assert_jetstream_works(settings_for(url.format(good_prefix, port=server.port), redis_port, tmp_path,
+                                                  **good))
+        for prefix, extra in (("", {}), (stranger_prefix, stranger)):
+            await assert_refused(settings_for(url.format(prefix, port=server.port), redis_port, tmp_path, **extra),
+                                 "authorization violation")
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("authorization, credentials, wrong", [
     (f"authorization {{ user: pixq, password: {json.dumps(PASSWORD)} }}",
      "pixq:p%40ss%2Fw%3Ard%20with%20space@", "pixq:wrong@"),
@@ -79,14 +94,8 @@ PASSWORD = "p@ss/w:rd with space"
 ], ids=["user-and-password", "token"])
 async def test_credentials_in_url(tmp_path, redis_proc, authorization, credentials, wrong):
     """Percent-escaped credentials in NATS_URL work; none, or wrong ones, are refused."""
-    server = nats_server_conf(tmp_path, authorization)
-    try:
-        url = f"nats://{{}}127.0.0.1:{server.port}"
-        await assert_jetstream_works(settings_for(url.format(credentials), redis_proc.port, tmp_path))
-        for refused in ("", wrong):
-            await assert_refused(settings_for(url.format(refused), redis_proc.port, tmp_path), "authorization violation")
-    finally:
-        server.stop()
+    await assert_only_credentials(nats_server_conf(tmp_path, authorization), redis_proc.port, tmp_path, {}, {},
+                                  good_prefix=credentials, stranger_prefix=wrong)
 
 
 # --- nkey seed and JWT credentials -----------------------------------------------------------
@@ -100,14 +109,8 @@ async def test_nkey_seed_file(tmp_path, redis_proc):
     stranger_file = tmp_path / "stranger.nk"
     stranger_file.write_text(stranger_seed)
     server = nats_server_conf(tmp_path, f"authorization {{ users: [ {{ nkey: {public} }} ] }}")
-    try:
-        url = f"nats://127.0.0.1:{server.port}"
-        await assert_jetstream_works(settings_for(url, redis_proc.port, tmp_path, nats_nkey_seed_file=seed_file))
-        await assert_refused(settings_for(url, redis_proc.port, tmp_path), "authorization violation")
-        await assert_refused(settings_for(url, redis_proc.port, tmp_path, nats_nkey_seed_file=stranger_file),
-                             "authorization violation")
-    finally:
-        server.stop()
+    await assert_only_credentials(server, redis_proc.port, tmp_path, {"nats_nkey_seed_file": seed_file},
+                                  {"nats_nkey_seed_file": stranger_file})
 
 
 async def test_creds_file_in_operator_mode(tmp_path, redis_proc):
@@ -117,15 +120,8 @@ async def test_creds_file_in_operator_mode(tmp_path, redis_proc):
     creds, stranger = tmp_path / "pixq.creds", tmp_path / "stranger.creds"
     operator.user_creds(creds)
     operator_setup().user_creds(stranger)  # signed by an account this server does not know
-    server = nats_server_conf(tmp_path, operator.config())
-    try:
-        url = f"nats://127.0.0.1:{server.port}"
-        await assert_jetstream_works(settings_for(url, redis_proc.port, tmp_path, nats_creds_file=creds))
-        await assert_refused(settings_for(url, redis_proc.port, tmp_path), "authorization violation")
-        await assert_refused(settings_for(url, redis_proc.port, tmp_path, nats_creds_file=stranger),
-                             "authorization violation")
-    finally:
-        server.stop()
+    await assert_only_credentials(nats_server_conf(tmp_path, operator.config()), redis_proc.port, tmp_path,
+                                  {"nats_creds_file": creds}, {"nats_creds_file": stranger})
 
 
 async def test_creds_rotation_needs_no_restart_of_pixq(tmp_path):
