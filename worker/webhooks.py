@@ -52,7 +52,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter, Histogram
 
 from pixq import documents, names, outbound, queue, webhooks
-from pixq.errors import ErrorCode, PixqError, describe
+from pixq.errors import PixqError, describe
 from pixq.jobs import utc_now
 from pixq.settings import Settings
 from pixq.status import StatusStore
@@ -142,11 +142,6 @@ class WebhookDeliverer:
         self.mint = documents.download_minter(storage, settings, settings.public_base_url())
         """Download URLs in webhook bodies: presigned (S3), or signed links to PUBLIC_URL."""
         self.session: aiohttp.ClientSession | None = None
-        for secret in settings.webhook_secret_list():
-            try:
-                webhooks.secret_key(secret)
-            except ValueError as exc:  # fail at start, not at the first delivery
-                raise PixqError(ErrorCode.INVALID_PARAMETERS, f"WEBHOOK_SECRETS: {exc}") from None
 
     async def run(self, stop: asyncio.Event) -> None:
         concurrency = self.settings.webhook_concurrency
