@@ -10,7 +10,7 @@ from aiohttp import web
 from api.context import context
 from api.metrics import REQUEST_SECONDS, REQUESTS
 from api.params import is_utf8
-from pixq import stream_tokens
+from pixq import names, stream_tokens
 from pixq.errors import ErrorCode, PixqError
 from pixq.stream_tokens import StreamGrant
 from pixq.tenants import Tenant
@@ -149,3 +149,16 @@ def _stream_token_tenant(request: web.Request) -> Tenant:
                         "(POST /api/v1/events/token)")
     request[STREAM_GRANT] = grant
     return tenant
+
+
+def tenant_query(request: web.Request, what: str) -> str | None:
+    """Whose ``what`` (jobs, events) a request looks at: a user's own tenant; an admin's every
+    tenant (None), or the one named by ``?tenant=``. FORBIDDEN for a user naming another."""
+    tenant, wanted = request[TENANT], request.query.get("tenant")
+    if not tenant.is_admin:
+        if wanted is not None and wanted != tenant.name:
+            raise PixqError(ErrorCode.FORBIDDEN, f"only an admin key may see another tenant's {what}")
+        return tenant.name
+    if wanted is not None and not names.TENANT_RE.match(wanted):
+        raise PixqError(ErrorCode.INVALID_PARAMETERS, "tenant is not a tenant name")
+    return wanted

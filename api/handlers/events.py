@@ -46,7 +46,7 @@ from aiohttp import web
 from api.context import ApiContext, context
 from api.events_hub import ALL, EventHub, HubEvent, Listener, StreamEnded, hub_of
 from api.handlers.jobs import owner_of, visible_job
-from api.middleware import STREAM_GRANT, TENANT
+from api.middleware import STREAM_GRANT, TENANT, tenant_query
 from api.sse import EventStream, encode, last_event_id
 from api.views import minter
 from pixq import events, names, stream_tokens
@@ -94,17 +94,8 @@ class EventFilter:
 
 def _tenant_scope(request: web.Request) -> tuple[tuple[str, str], str]:
     """(hub key, subject filter): the caller's tenant; an admin's every tenant, or ``?tenant=``."""
-    tenant = request[TENANT]
-    wanted = request.query.get("tenant")
-    if not tenant.is_admin:
-        if wanted is not None and wanted != tenant.name:
-            raise PixqError(ErrorCode.FORBIDDEN, "only an admin key may follow another tenant's events")
-        return ("tenant", tenant.name), names.tenant_events_filter(tenant.name)
-    if wanted is None:
-        return ALL, names.tenant_events_filter(None)
-    if not names.TENANT_RE.match(wanted):
-        raise PixqError(ErrorCode.INVALID_PARAMETERS, "tenant is not a tenant name")
-    return ("tenant", wanted), names.tenant_events_filter(wanted)
+    tenant = tenant_query(request, "events")
+    return (("tenant", tenant) if tenant else ALL), names.tenant_events_filter(tenant)
 
 
 @dataclass(frozen=True)

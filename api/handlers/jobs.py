@@ -7,7 +7,7 @@ from aiohttp import web
 
 from api.context import ApiContext, context
 from api.events_hub import StreamEnded, hub_of
-from api.middleware import REQUEST_ID, TENANT
+from api.middleware import REQUEST_ID, TENANT, tenant_query
 from api.params import int_query
 from api.submission import accept_job
 from api.uploads import SubmitRequest, read_submit_request
@@ -111,17 +111,8 @@ def _choice(request: web.Request, name: str, allowed: type[StrEnum]) -> str | No
 
 def _history_key(request: web.Request) -> str:
     """A user lists its own tenant; an admin lists every tenant, or one with ?tenant=."""
-    tenant = request[TENANT]
-    wanted = request.query.get("tenant")
-    if not tenant.is_admin:
-        if wanted is not None and wanted != tenant.name:
-            raise PixqError(ErrorCode.FORBIDDEN, "only an admin key may list another tenant's jobs")
-        return names.tenant_jobs_key(tenant.name)
-    if wanted is None:
-        return names.ALL_JOBS_KEY
-    if not names.TENANT_RE.match(wanted):
-        raise PixqError(ErrorCode.INVALID_PARAMETERS, "tenant is not a tenant name")
-    return names.tenant_jobs_key(wanted)
+    tenant = tenant_query(request, "jobs")
+    return names.tenant_jobs_key(tenant) if tenant else names.ALL_JOBS_KEY
 
 
 async def list_jobs(request: web.Request) -> web.Response:
