@@ -21,6 +21,8 @@ class ErrorCode(StrEnum):
     SOURCE_REFUSED = "SOURCE_REFUSED"
     SOURCE_REJECTED = "SOURCE_REJECTED"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    RATE_LIMITED = "RATE_LIMITED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
     # Image problems (at submit when detectable, otherwise permanent job failures)
     INVALID_IMAGE = "INVALID_IMAGE"
     UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
@@ -53,6 +55,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.SOURCE_REFUSED: 422,
     ErrorCode.SOURCE_REJECTED: 422,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.INVALID_IMAGE: 422,
     ErrorCode.UNSUPPORTED_FORMAT: 415,
     ErrorCode.IMAGE_TOO_LARGE: 413,

@@ -92,6 +92,15 @@ class Settings(BaseSettings):
     idempotency_ttl: Duration = 86400.0
     api_shutdown_grace: Duration = 10.0
 
+    # Limits, quotas and priorities (docs/api.md)
+    rate_limit: str = "100/second"
+    rate_limit_per_ip: str = "200/second"
+    rate_limit_timeout: Duration = 0.05
+    trusted_proxies: str = ""
+    max_jobs_in_flight: int = Field(10_000, ge=1)
+    max_request_bytes: Size = 64 * 1024 * 1024
+    priority_weights: str = "interactive=4,batch=1"
+
     # Notifications (docs/notifications.md)
     public_url: str = ""
     events_max_age: Duration = 72 * 3600.0
