@@ -63,6 +63,13 @@ class TenantSettings(BaseModel):
     source_hosts: list[str] = Field(default_factory=list)
     """Host globs (``images.example.com``, ``*.cdn.example.com``) this tenant's source URLs
     may name, besides SOURCE_ALLOWED_HOSTS (pixq.sources)."""
+    rate_limit: str | None = None
+    """This tenant's request rate in the ``limits`` notation (``100/second``, ``5000/minute``;
+    several joined by ``;``), instead of RATE_LIMIT (api.ratelimit)."""
+    max_jobs_in_flight: int | None = Field(None, ge=1)
+    """This tenant's cap on jobs queued, processing or retrying, instead of MAX_JOBS_IN_FLIGHT."""
+    megapixels_per_month: float | None = Field(None, gt=0)
+    """Optional monthly budget of input megapixels processed (unset: no budget)."""
 
     @field_validator("source_hosts")
     @classmethod
