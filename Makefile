@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 
-.PHONY: up test test-corpus bench system-deps clean
+.PHONY: up test test-corpus bench openapi system-deps clean
 
 up: system-deps $(STAMP)
 	$(PY) -m pixq.devstack
@@ -22,6 +22,10 @@ test-corpus: system-deps $(STAMP)
 
 bench: system-deps $(STAMP)
 	$(PY) -m bench.run
+
+# regenerate the committed OpenAPI document (tests/test_openapi.py checks it is current)
+openapi: $(STAMP)
+	$(PY) -m api.openapi > docs/openapi.json
 
 system-deps:
 	@if ! command -v nats-server >/dev/null || ! command -v redis-server >/dev/null; then \

@@ -12,6 +12,7 @@ from api.direct_uploads import upload_sweeper
 from api.events_hub import EVENTS_HUB, EventHub, end_streams
 from api.metrics import seed_series
 from api.middleware import IN_FLIGHT, InFlight, authenticate, observe
+from api.ratelimit import add_headers, limit_by_ip, limit_by_tenant, rate_limiter
 from api.routes import setup_routes
 from pixq.deps import Dependencies
 from pixq.limits import Limits
@@ -20,6 +21,9 @@ from pixq.settings import Settings, fail_config
 from pixq.tenants import TenantDirectory, load_directory
 
 log = structlog.get_logger("pixq.api")
+
+JSON_BODY_MAX_BYTES = 1024 * 1024
+"""Largest body read into memory at once (JSON); MAX_REQUEST_BYTES may lower it, not raise it."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -46,7 +50,12 @@ def _check_open_mode(settings: Settings, tenants: TenantDirectory) -> None:
 def create_app(settings: Settings) -> web.Application:
     tenants = load_directory(settings)
     _check_open_mode(settings, tenants)
-    app = web.Application(middlewares=[observe, authenticate], client_max_size=1024 * 1024)
+    # client_max_size bounds bodies read whole (JSON submits and batches): 1 MiB is ample for
+    # 100 items, and never more than MAX_REQUEST_BYTES. Multipart bodies are streamed and
+    # counted by their readers instead (api.uploads).
+    # The IP limit runs before authentication (key guessing is limited too), the tenant's after it.
+    app = web.Application(middlewares=[observe, limit_by_ip, authenticate, limit_by_tenant],
+                          client_max_size=min(JSON_BODY_MAX_BYTES, settings.max_request_bytes))
     app[IN_FLIGHT] = InFlight()
 
     async def dependencies(app: web.Application) -> AsyncIterator[None]:
@@ -68,6 +77,8 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(dependencies)
     app.cleanup_ctx.append(upload_sweeper)  # local storage: expired unclaimed uploads (docs/inputs.md)
+    app.cleanup_ctx.append(rate_limiter(settings))
+    app.on_response_prepare.append(add_headers)  # RateLimit, RateLimit-Policy, Retry-After
     # Before aiohttp waits for open requests to finish: SSE streams end, long-polls answer.
     app.on_shutdown.append(end_streams)
     setup_routes(app)

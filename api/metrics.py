@@ -19,6 +19,16 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 JOBS_SUBMITTED = Counter("pixq_jobs_submitted_total", "Jobs accepted (202) by the API", ["type", "tenant"])
+QUOTA_REFUSALS = Counter("pixq_quota_refusals_total",
+                         "Submits refused with QUOTA_EXCEEDED (429), by tenant and quota (jobs_in_flight, megapixels)",
+                         ["tenant", "quota"])
+RATE_LIMITED_REQUESTS = Counter(
+    "pixq_api_rate_limited_total", "Requests refused 429 RATE_LIMITED, by limit kind (ip, tenant) and tenant "
+    "('' for the ip kind: it is checked before authentication)", ["kind", "tenant"])
+RATE_LIMIT_UNCHECKED = Counter(
+    "pixq_api_rate_limit_unchecked_total", "Requests let through without a rate-limit check (failing open), "
+    "by limit kind and reason: timeout or error (Redis slow or failing), cool_off (skipped after a failure)",
+    ["kind", "reason"])
 
 
 def seed_series(app: web.Application, tenants: list[str], job_types: list[str]) -> None:
@@ -30,5 +40,12 @@ def seed_series(app: web.Application, tenants: list[str], job_types: list[str]) 
             for status in STATUS_CLASSES:
                 REQUESTS.labels(route.method, route.resource.canonical, status)
     for tenant in tenants:
+        for quota in ("jobs_in_flight", "megapixels"):
+            QUOTA_REFUSALS.labels(tenant, quota)
         for job_type in job_types:
             JOBS_SUBMITTED.labels(job_type, tenant)
+        RATE_LIMITED_REQUESTS.labels("tenant", tenant)
+    RATE_LIMITED_REQUESTS.labels("ip", "")
+    for kind in ("ip", "tenant"):
+        for reason in ("timeout", "error", "cool_off"):
+            RATE_LIMIT_UNCHECKED.labels(kind, reason)

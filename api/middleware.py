@@ -41,6 +41,8 @@ TENANT = web.RequestKey("tenant", Tenant)
 """The caller's tenant, set by ``authenticate`` on every /api/v1 request."""
 ADMIN_PREFIXES = ("/api/v1/dlq",)
 """Routes only an admin tenant may call (once any key is configured)."""
+PUBLIC_ROUTES = frozenset({"/api/v1/openapi.json"})
+"""/api/v1 routes that need no key: the contract describes routes and holds no data."""
 SSE_ROUTES = frozenset({"/api/v1/jobs/{job_id}/events", "/api/v1/events"})
 """The only routes that accept ``?access_token=`` (a stream token) instead of the Authorization header."""
 STREAM_GRANT = web.RequestKey("stream_grant", StreamGrant)
@@ -54,6 +56,8 @@ _HTTP_CODES = {400: ErrorCode.INVALID_REQUEST, 401: ErrorCode.UNAUTHORIZED, 403:
 def error_response(error: PixqError, request_id: str) -> web.Response:
     response = web.json_response(error.to_body(), status=error.http_status)
     response.headers["X-Request-ID"] = request_id
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 
@@ -120,7 +124,7 @@ async def authenticate(request: web.Request, handler) -> web.StreamResponse:
     Only the tenant's name is logged, never the key or the token."""
     route = _route_name(request)
     target = request.path if route == "unmatched" else route  # the matched route: no spelling slips past
-    if not target.startswith("/api/v1"):
+    if not target.startswith("/api/v1") or target in PUBLIC_ROUTES:
         return await handler(request)
     tenants = context(request).tenants
     if tenants.open:

@@ -14,12 +14,12 @@ import structlog
 
 from api import direct_uploads, presets
 from api.context import ApiContext
-from api.metrics import JOBS_SUBMITTED
+from api.metrics import JOBS_SUBMITTED, QUOTA_REFUSALS
 from api.params import is_utf8
 from api.uploads import SubmitRequest
-from pixq import events, lifecycle, names, sources
+from pixq import events, lifecycle, names, quotas, sources
 from pixq.errors import ErrorCode, PixqError
-from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType
+from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType, Priority
 from pixq.queue import PublishUnconfirmed, publish_job
 from pixq.sniff import check_spec_fits, sniff
 from pixq.spec import PipelineSpec
@@ -78,7 +78,7 @@ async def _store_upload(ctx: ApiContext, submit: SubmitRequest, spec: PipelineSp
 
 async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, tenant: Tenant, request_id: str,
                      idempotency_key: str | None, callback_url: str | None = None, batch_id: str | None = None,
-                     job_id: str | None = None) -> Accepted:
+                     job_id: str | None = None, priority: Priority = Priority.INTERACTIVE) -> Accepted:
     """Run the whole submit for ``tenant``; raises PixqError (4xx for the client's mistakes, 503 for outages).
 
     A batch reserves its items' ``job_id`` before accepting them (pixq.batches)."""
@@ -111,15 +111,17 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
                 raise _LostRace(winner)
             claimed = True
         record = await ctx.deps.status.create(job_id, job_type.value, tenant.name, request_id,
+                                              quota=quotas.quota_of(ctx.settings, tenant),
                                               callback_url=callback_url, batch_id=batch_id,
-                                              preset=json.dumps(preset) if preset else None)
+                                              preset=json.dumps(preset) if preset else None,
+                                              priority=priority.value)
         created = True
         # Sent ahead of the job's message, so the queued event precedes every worker's event;
         # confirmed once the job is accepted (events.send_job_event_ahead).
         await events.send_job_event_ahead(ctx.deps.nc, record)
         message = JobMessage(job_id=job_id, type=job_type, tenant=tenant.name, spec=spec,
                              input=JobInput(storage_key=storage_key, url=source_url), callback_url=callback_url,
-                             batch_id=batch_id, preset=preset,
+                             batch_id=batch_id, preset=preset, priority=priority,
                              metadata=JobMetadata(created_at=record["created_at"], request_id=request_id))
         try:
             await publish_job(ctx.deps.js, message)
@@ -141,13 +143,16 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
             await ctx.deps.storage.delete(uploaded_key)
         if isinstance(exc, PixqError) and exc.http_status >= 500:
             job_log.warning("submit_rolled_back", error_code=exc.code.value, error=exc.message)
+        if isinstance(exc, quotas.QuotaExceeded):
+            QUOTA_REFUSALS.labels(tenant.name, exc.quota).inc()
+            job_log.info("quota_exceeded", quota=exc.quota)
         raise
     try:
         await lifecycle.announce(ctx.deps.js, ctx.deps.status, record)
     except PixqError as exc:  # the job is queued all the same; its later events will follow
         job_log.warning("event_not_published", status=JobStatus.QUEUED.value, error=exc.message)
     JOBS_SUBMITTED.labels(job_type.value, tenant.name).inc()
-    job_log.info("job_accepted", type=job_type.value, storage_key=storage_key,
+    job_log.info("job_accepted", type=job_type.value, priority=priority.value, storage_key=storage_key,
                  source=sources.origin(source_url) if source_url else None)
     return Accepted(job_id, replayed=False)
 

@@ -71,16 +71,18 @@ class SubmitRequest:
 
 
 async def stream_to_file(part: BodyPartReader, max_bytes: int, directory: Path | None = None,
-                         prefix: str = "pixq-upload-") -> Path:
+                         prefix: str = "pixq-upload-", budget: "_Budget | None" = None) -> Path:
     """Stream a file part into a new temp file (in ``directory``, else the system's), counting
-    bytes: PAYLOAD_TOO_LARGE past ``max_bytes``, INVALID_REQUEST when empty. Nothing is left
-    behind on failure."""
+    bytes: PAYLOAD_TOO_LARGE past ``max_bytes`` (or past the request's ``budget``),
+    INVALID_REQUEST when empty. Nothing is left behind on failure."""
     handle = tempfile.NamedTemporaryFile(dir=directory, prefix=prefix, delete=False)
     path = Path(handle.name)
     written = 0
     try:
         with handle, _malformed_multipart():
             while chunk := await part.read_chunk(CHUNK_BYTES):
+                if budget is not None:
+                    budget.take(len(chunk))
                 written += len(chunk)
                 if written > max_bytes:
                     raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE,
@@ -95,10 +97,12 @@ async def stream_to_file(part: BodyPartReader, max_bytes: int, directory: Path |
     return path
 
 
-async def _read_multipart(request: web.Request, max_bytes: int, json_fields: set[str]) -> SubmitRequest:
+async def _read_multipart(request: web.Request, max_bytes: int, json_fields: set[str],
+                          max_request_bytes: int) -> SubmitRequest:
     with _malformed_multipart():
         reader = await request.multipart()
     submit = SubmitRequest(parameters={})
+    budget = _Budget(max_request_bytes, "request body")
     try:
         while True:
             with _malformed_multipart():
@@ -110,15 +114,12 @@ async def _read_multipart(request: web.Request, max_bytes: int, json_fields: set
             if part.name == "file":
                 if submit.upload is not None:
                     raise PixqError(ErrorCode.INVALID_REQUEST, "send exactly one file part")
-                submit.upload = await stream_to_file(part, max_bytes)
+                submit.upload = await stream_to_file(part, max_bytes, budget=budget)
                 content_type = part.headers.get("Content-Type", "").partition(";")[0].strip()
                 if _MEDIA_TYPE.match(content_type):  # stored as object metadata: plain ASCII type/subtype only
                     submit.content_type = content_type
                 continue
-            with _malformed_multipart():
-                text = (await part.read(decode=True)).decode("utf-8", "replace")
-            if len(text) > FIELD_MAX_CHARS:
-                raise PixqError(ErrorCode.INVALID_REQUEST, f"field {part.name!r} is too long")
+            text = await _read_field(part, budget)
             if part.name in json_fields:
                 submit.extra[part.name] = _parse_json(text, f"field {part.name!r}")
             elif text != "":
@@ -168,20 +169,37 @@ INPUT_KINDS = {"storage_key": "storage_key", "upload_id": "upload_id", "url": "s
 def json_input(source: Any) -> tuple[str, str]:
     """``(SubmitRequest field, value)`` of a JSON ``input`` object; INVALID_REQUEST otherwise."""
     named = [name for name in INPUT_KINDS if isinstance(source, dict) and name in source]
-    if len(named) != 1 or not isinstance(source[named[0]], str) or not source[named[0]]:
+    if len(named) != 1 or len(source) != 1 or not isinstance(source[named[0]], str) or not source[named[0]]:
         raise PixqError(ErrorCode.INVALID_REQUEST,
                         'JSON requests need "input" with exactly one of "storage_key", "upload_id" or "url"')
     return INPUT_KINDS[named[0]], source[named[0]]
 
 
-async def read_submit_request(request: web.Request, max_bytes: int,
+async def _read_field(part: BodyPartReader, budget: "_Budget") -> str:
+    """A text field, read in chunks and counted against the request's budget: refused past
+    FIELD_MAX_CHARS (4 bytes a character, UTF-8's most) before it is ever held whole."""
+    data = bytearray()
+    with _malformed_multipart():
+        while chunk := await part.read_chunk(CHUNK_BYTES):
+            budget.take(len(chunk))
+            data += chunk
+            if len(data) > 4 * FIELD_MAX_CHARS:
+                raise PixqError(ErrorCode.INVALID_REQUEST, f"field {part.name!r} is too long")
+        text = part.decode(bytes(data)).decode("utf-8", "replace")
+    if len(text) > FIELD_MAX_CHARS:
+        raise PixqError(ErrorCode.INVALID_REQUEST, f"field {part.name!r} is too long")
+    return text
+
+
+async def read_submit_request(request: web.Request, max_bytes: int, max_request_bytes: int,
                               json_fields: frozenset[str] = frozenset()) -> SubmitRequest:
-    """Parse either request shape; anything else is 415."""
+    """Parse either request shape; anything else is 415. A multipart body is held to
+    ``max_request_bytes`` (MAX_REQUEST_BYTES) as a whole, its file part to ``max_bytes``."""
     # Not request.content_type: aiohttp parses that with the email package (~0.8 ms a request).
     content_type = request.headers.get("Content-Type", "")
     media_type = content_type.partition(";")[0].strip().lower()
     if media_type == "multipart/form-data":
-        return await _read_multipart(request, max_bytes, set(json_fields))
+        return await _read_multipart(request, max_bytes, set(json_fields), max_request_bytes)
     if media_type == "application/json":
         return await _read_json(request, content_type)
     raise PixqError(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
@@ -270,16 +288,18 @@ async def read_batch_request(request: web.Request, max_file_bytes: int, max_tota
 
 
 class _Budget:
-    """Bytes left for the whole multipart body."""
+    """Bytes left for the whole multipart body (MAX_REQUEST_BYTES)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, what: str = "batch body") -> None:
         self.limit = limit
+        self.what = what
         self.used = 0
 
     def take(self, count: int) -> None:
         self.used += count
         if self.used > self.limit:
-            raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE, f"batch body is larger than {self.limit} bytes")
+            raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE,
+                            f"{self.what} is larger than MAX_REQUEST_BYTES={self.limit} bytes")
 
 
 def _decode_text(raw: bytes, charset: str) -> str:

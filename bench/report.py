@@ -293,9 +293,39 @@ A frame's "self" share is time with that frame on top of the Python stack, which
     return "\n".join(parts)
 
 
+def fairness_section(data: dict, targets: list) -> str:
+    c, i, idle = data["config"], data["interactive_ms"], data["idle_ms"]
+    ahead = data["batch_backlog_during_samples"]
+    slots = c["worker_processes"] * c["worker_concurrency"]
+    job_ms = round(1000 * slots / data["batch_jobs_per_s_meanwhile"])  # one job's time on one slot, loaded
+    within = i["p50"] <= 1.5 * job_ms
+    targets.append([f"interactive latency behind a {data['backlog_jobs']}-job batch backlog of another tenant: "
+                    f"p50 ≤ about one job's processing time ({job_ms} ms per slot here)",
+                    f"p50 {i['p50']} ms, p99 {i['p99']} ms", _verdict(within),
+                    "" if within else f"{i['p50'] / job_ms:.1f} jobs' time"])
+    return f"""## 9. Fair sharing: interactive latency behind another tenant's batch backlog
+
+{_conditions(data)}
+
+{c['worker_processes']} worker processes × `WORKER_CONCURRENCY={c['worker_concurrency']}`, `PRIORITY_WEIGHTS={c['priority_weights']}`,
+resize to {c['resize_width']} px of a {c['photo_bytes'] / 1e6:.2f} MB photo. Tenant `alpha` queued {data['backlog_jobs']} batch jobs
+through `POST /api/v1/jobs/batch` ({data['backlog_submit_seconds']} s); tenant `beta` then submitted
+{data['samples']} interactive jobs one after another while alpha still had {ahead['min']}–{ahead['max']} jobs
+unfinished. Latency: the job's `updated_at − created_at` at completion.
+
+{_table(["", "p50 ms", "p99 ms"], [
+        ["interactive, idle stack", idle["p50"], idle["p99"]],
+        ["interactive, behind the batch backlog", i["p50"], i["p99"]],
+        ["FIFO estimate (backlog ÷ batch jobs/s meanwhile)", data["fifo_wait_estimate_ms"], ""]])}
+
+Batch work went on at {data['batch_jobs_per_s_meanwhile']} jobs/s meanwhile: one job took a slot about
+{job_ms} ms, so the interactive p50 is {i['p50'] / job_ms:.1f} and the p99 {i['p99'] / job_ms:.1f} jobs' processing time.
+"""
+
+
 def write() -> None:
     sections = {name: _load(name) for name in ("throughput", "thumbor", "api", "memory", "scaling", "notifications",
-                                             "inputs")}
+                                             "inputs", "fairness")}
     present = [d for d in sections.values() if d]
     if not present:
         return
@@ -321,6 +351,8 @@ def write() -> None:
         body.append(notifications_section(sections["notifications"], targets))
     if sections["inputs"]:
         body.append(inputs_section(sections["inputs"], targets))
+    if sections["fairness"]:
+        body.append(fairness_section(sections["fairness"], targets))
     body.append("## Targets\n\n" + _table(["target", "measured", "verdict", "gap"], targets) + "\n")
     notes = BENCH / "notes.md"
     if notes.exists():

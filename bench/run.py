@@ -2,7 +2,7 @@
 
     python -m bench.run                      # everything, ~10-15 min on 2 cores
     python -m bench.run --quick              # smoke run: one repeat, short runs (~3 min)
-    python -m bench.run --only api,memory    # some sections: throughput,thumbor,api,memory,scaling,notifications,inputs
+    python -m bench.run --only api,memory    # some sections: throughput,thumbor,api,memory,scaling,notifications,inputs,fairness
 
 Writes bench/results/<section>.json and regenerates docs/benchmarks.md from every result
 file present (a partial run keeps the other sections' last figures). Installs what it
@@ -23,7 +23,7 @@ from bench import report
 from bench.common import (RESULTS, WORK, dump_json, ensure_loadtest, ensure_py_spy, ensure_thumbor, load_average,
                           log, machine_info, prepare_inputs)
 
-SECTIONS = ("throughput", "thumbor", "api", "memory", "scaling", "notifications", "inputs")
+SECTIONS = ("throughput", "thumbor", "api", "memory", "scaling", "notifications", "inputs", "fairness")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         figures = measure_inputs({name: inputs.files[name] for name in ("photo.jpg", "photo.png")},
                                  20 if args.quick else 100)
         dump_json(RESULTS / "inputs.json", {"run": run_info, "load_average_end": load_average(), **figures})
+
+    if "fairness" in only:
+        from bench.fairness import measure_fairness
+        fairness = measure_fairness(inputs.files["photo.jpg"], args.quick, P, args.worker_concurrency)
+        dump_json(RESULTS / "fairness.json", {"run": run_info, "load_average_end": load_average(), **fairness})
 
     report.write()
     log(f"done in {time.time() - started:.0f}s; wrote bench/results/*.json and docs/benchmarks.md")

@@ -14,7 +14,9 @@
 
 PIXQ_API_URL (default http://127.0.0.1:8080) and PIXQ_API_KEY configure it. Output is JSON
 (JSON lines for watch, ls and directories). ``--wait`` and ``watch`` follow the job's SSE
-stream (pixq.cli_follow), polling only a server that has none.
+stream (pixq.cli_follow), polling only a server that has none. Every request goes through
+pixq.client.AsyncClient (retries, Idempotency-Keys, SSE resumes); pixq.cli_client turns its
+answers back into the server's JSON.
 Exit status: 0 success, 1 a job failed (or a directory's file was refused), 2 a request was
 refused or the API is unreachable.
 """
@@ -27,16 +29,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from pixq.cli_batch import DEFAULT_BATCH_BYTES, MAX_BATCH_ITEMS, submit_directory
-from pixq.cli_client import CliError, Client
+from pixq.cli_client import CliError, open_client, plain
 from pixq.cli_follow import TERMINAL, follow_job
-from pixq.cli_upload import SUBMIT_PATHS, upload_command
+from pixq.client import AsyncClient, PixqClientError, StorageKeyInput, UploadIdInput, UrlInput
+from pixq.client.aio import Source
+from pixq.client.files import image_type
 from pixq.jobs import JobType
 
-__all__ = ["CliError", "Client", "TERMINAL", "amain", "build_parser", "main"]
+__all__ = ["CliError", "TERMINAL", "amain", "build_parser", "main"]
 
+KINDS = ("analyze", "crop", "job", "resize")
+"""What ``pixq submit KIND`` and ``pixq upload --submit KIND`` submit."""
 PARAMETERS = ("width", "height", "fit", "format", "quality", "x", "y", "gravity", "background", "enlarge",
               "include_gps")
 LIST_PAGE_MAX = 100
@@ -55,42 +59,32 @@ def _job_request(args: argparse.Namespace) -> dict[str, Any]:
     return {"type": args.kind, "parameters": _parameters(args)}
 
 
-async def _wait(client: Client, job_id: str, timeout: float) -> dict:
+async def _wait(client: AsyncClient, job_id: str, timeout: float) -> dict:
     """Follow the job to its end, then GET it: the answer carries fresh download URLs."""
     try:
         await asyncio.wait_for(follow_job(client, job_id), timeout)
     except asyncio.TimeoutError:
-        status = await client.call("GET", f"/api/v1/jobs/{job_id}")
-        raise CliError(f"job {job_id} is still {status['status']} after {timeout:g}s") from None
-    return await client.call("GET", f"/api/v1/jobs/{job_id}")
+        status = await client.get_job(job_id)
+        raise CliError(f"job {job_id} is still {status.status} after {timeout:g}s") from None
+    return plain(await client.get_job(job_id))
 
 
-async def submit(client: Client, args: argparse.Namespace) -> dict:
-    path = SUBMIT_PATHS[args.kind]
-    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
-    spec = json.loads(args.spec) if args.kind == "job" and not args.preset else None
-    if args.file:
-        form = aiohttp.FormData()
-        with open(args.file, "rb") as source:
-            form.add_field("file", source, filename=Path(args.file).name)
-            if spec is not None:
-                form.add_field("spec", json.dumps(spec))
-            if args.preset:
-                form.add_field("preset", args.preset)
-            if args.callback_url:
-                form.add_field("callback_url", args.callback_url)
-            for name, value in _parameters(args).items():
-                form.add_field(name, str(value).lower() if isinstance(value, bool) else str(value))
-            accepted = await client.call("POST", path, data=form, headers=headers)
+async def _submit_job(client: AsyncClient, kind: str, source: Source, args: argparse.Namespace) -> dict:
+    """One submit of ``kind`` (``job``: a pipeline, from --spec or --preset)."""
+    options = dict(callback_url=getattr(args, "callback_url", None), idempotency_key=args.idempotency_key)
+    if kind == "job":
+        if args.preset:  # a preset replaces the spec (the API refuses both together)
+            accepted = await client.pipeline(source, preset=args.preset, **options)
+        else:
+            accepted = await client.pipeline(source, json.loads(args.spec), **options)
     else:
-        source = {"url": args.url} if args.url else {"storage_key": args.key}
-        body: dict[str, Any] = {"input": source,
-                                "parameters": spec if spec is not None else _parameters(args)}
-        if args.preset:  # a preset replaces the parameters (the API refuses both together)
-            body = {"input": source, "preset": args.preset}
-        if args.callback_url:
-            body["callback_url"] = args.callback_url
-        accepted = await client.call("POST", path, headers=headers, json=body)
+        submit = {"resize": client.resize, "crop": client.crop, "analyze": client.analyze}[kind]
+        accepted = await submit(source, _parameters(args), **options)
+    return plain(accepted)
+
+
+async def _finish(client: AsyncClient, accepted: dict, args: argparse.Namespace) -> dict:
+    """``--wait``/``--output``: follow the job and download its result."""
     if not (args.wait or args.output):
         return accepted
     status = await _wait(client, accepted["job_id"], args.timeout)
@@ -99,7 +93,33 @@ async def submit(client: Client, args: argparse.Namespace) -> dict:
     return status
 
 
-async def watch(client: Client, args: argparse.Namespace) -> int:
+async def submit(client: AsyncClient, args: argparse.Namespace) -> dict:
+    source: Source = Path(args.file) if args.file else UrlInput(url=args.url) if args.url else \
+        StorageKeyInput(storage_key=args.key)
+    return await _finish(client, await _submit_job(client, args.kind, source, args), args)
+
+
+async def upload(client: AsyncClient, args: argparse.Namespace) -> dict:
+    """``pixq upload``: the direct upload, then (``--submit``) the job, then (``--wait``) its end."""
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"no such file: {path}")
+    content_type = args.content_type
+    if content_type is None:
+        with path.open("rb") as handle:
+            head = handle.read(32)
+        try:
+            content_type = image_type(head, path.name)
+        except PixqClientError:
+            raise CliError(f"cannot tell the image type of {path}; pass --content-type image/...") from None
+    uploaded = plain(await client.upload(path, content_type))
+    if not args.submit:
+        return uploaded
+    accepted = await _submit_job(client, args.submit, UploadIdInput(upload_id=uploaded["upload_id"]), args)
+    return {**uploaded, **await _finish(client, accepted, args)}
+
+
+async def watch(client: AsyncClient, args: argparse.Namespace) -> int:
     def emit(envelope: dict) -> None:
         print(json.dumps(envelope), flush=True)
 
@@ -110,41 +130,37 @@ async def watch(client: Client, args: argparse.Namespace) -> int:
     return 0 if status["status"] == "completed" else 1
 
 
-async def list_jobs(client: Client, args: argparse.Namespace) -> None:
+async def list_jobs(client: AsyncClient, args: argparse.Namespace) -> None:
     """JSON lines, newest first, following ``next_cursor`` until ``--limit`` jobs (or all)."""
     remaining = None if args.all else args.limit
     cursor = args.cursor
     while remaining is None or remaining > 0:
-        query = {"limit": str(LIST_PAGE_MAX if remaining is None else min(LIST_PAGE_MAX, remaining))}
-        for name in ("status", "type", "created_after", "created_before", "tenant"):
-            if getattr(args, name, None):
-                query[name] = getattr(args, name)
-        if cursor:
-            query["cursor"] = cursor
-        page = await client.call("GET", "/api/v1/jobs", params=query)
-        for item in page["items"]:
-            print(json.dumps(item), flush=True)
+        page = await client.list_jobs(limit=LIST_PAGE_MAX if remaining is None else min(LIST_PAGE_MAX, remaining),
+                                      cursor=cursor, status=args.status, type=args.type,
+                                      created_after=args.created_after, created_before=args.created_before,
+                                      tenant=args.tenant)
+        for item in page.items:
+            print(json.dumps(plain(item)), flush=True)
         if remaining is not None:
-            remaining -= len(page["items"])
-        cursor = page.get("next_cursor")
+            remaining -= len(page.items)
+        cursor = page.next_cursor
         if not cursor:
             return
     print(f"pixq: more jobs follow; continue with --cursor {cursor}", file=sys.stderr)
 
 
-async def dlq(client: Client, args: argparse.Namespace) -> Any:
+async def dlq(client: AsyncClient, args: argparse.Namespace) -> Any:
     if args.action == "ls":
-        return await client.call("GET", f"/api/v1/dlq?limit={args.limit}&offset={args.offset}")
+        return await client.list_dead(limit=args.limit, offset=args.offset)
     if args.action == "show":
-        return await client.call("GET", f"/api/v1/dlq/{args.job_id}")
+        return await client.get_dead(args.job_id)
     if args.action == "replay":
         if args.job_id:
-            return await client.call("POST", f"/api/v1/dlq/{args.job_id}/replay")
-        query = f"?error_code={args.error_code}" if args.error_code else ""
-        return await client.call("POST", f"/api/v1/dlq/replay{query}")
+            return await client.replay_dead(args.job_id)
+        return await client.replay_dead_many(error_code=args.error_code)
     if args.job_id:
-        return await client.call("DELETE", f"/api/v1/dlq/{args.job_id}")
-    return await client.call("DELETE", "/api/v1/dlq")
+        return await client.purge_dead(args.job_id)
+    return await client.purge_dead_all()
 
 
 def _add_job_options(parser: argparse.ArgumentParser) -> None:
@@ -168,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     sub = commands.add_parser("submit", help="submit a resize, crop, pipeline or analyze job (or a directory of them)")
-    sub.add_argument("kind", choices=sorted(SUBMIT_PATHS))
+    sub.add_argument("kind", choices=KINDS)
     sub.add_argument("file", nargs="?", help="image to upload, or a directory of images (or use --key)")
     sub.add_argument("--key", help="storage_key of an object already in the bucket")
     sub.add_argument("--url", help="source URL the worker fetches (its host must be allowed)")
@@ -212,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("upload", help="upload an image directly to storage (presigned); prints its upload_id")
     up.add_argument("file")
     up.add_argument("--content-type", help="image/* type (default: from the file's first bytes or extension)")
-    up.add_argument("--submit", choices=sorted(SUBMIT_PATHS), help="then submit this job on the upload")
+    up.add_argument("--submit", choices=KINDS, help="then submit this job on the upload")
     _add_job_options(up)
     up.add_argument("--wait", action="store_true", help="wait for the submitted job to finish")
     up.add_argument("--output", help="download the submitted job's result here (implies --wait)")
@@ -226,8 +242,7 @@ def _print(result: Any) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     """Run one command (it prints its output); returns the exit status."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-        client = Client(session, args.api_url, args.api_key)
+    async with open_client(args.api_url, args.api_key) as client:
         if args.command == "submit":
             if [bool(args.file), bool(args.key), bool(args.url)].count(True) != 1:
                 raise CliError("give exactly one of an image file (or directory), --key or --url")
@@ -241,8 +256,7 @@ async def run(args: argparse.Namespace) -> int:
                 return await submit_directory(client, Path(args.file), _job_request(args), args)
             result = await submit(client, args)
         elif args.command == "status":
-            result = await (_wait(client, args.job_id, args.timeout) if args.wait
-                            else client.call("GET", f"/api/v1/jobs/{args.job_id}"))
+            result = await (_wait(client, args.job_id, args.timeout) if args.wait else client.get_job(args.job_id))
         elif args.command == "watch":
             return await watch(client, args)
         elif args.command == "ls":
@@ -251,13 +265,14 @@ async def run(args: argparse.Namespace) -> int:
         elif args.command == "upload":
             if args.preset and args.submit != "job":
                 raise CliError("--preset needs '--submit job': a preset is a pipeline")
-            result = await upload_command(client, args, _parameters(args), _wait)
+            result = await upload(client, args)
         else:
             if args.action in ("show",) and not args.job_id:
                 raise CliError("dlq show needs a JOB_ID")
             if args.action in ("replay", "purge") and not (args.job_id or args.all):
                 raise CliError(f"dlq {args.action} needs a JOB_ID or --all")
             result = await dlq(client, args)
+    result = plain(result)
     _print(result)
     return 1 if isinstance(result, dict) and result.get("status") == "failed" else 0
 
@@ -270,6 +285,9 @@ async def amain(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"pixq: {exc}", file=sys.stderr)
         return exc.exit_code
+    except PixqClientError as exc:  # refused (ApiError), unreachable, or a stream lost for good
+        print(f"pixq: {exc}", file=sys.stderr)
+        return 2
     except json.JSONDecodeError as exc:
         print(f"pixq: --spec is not valid JSON: {exc}", file=sys.stderr)
         return 2

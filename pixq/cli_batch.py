@@ -12,20 +12,18 @@ stderr; exit status 1 when any file was refused or its job failed.
 """
 
 import asyncio
-import contextlib
 import hashlib
 import json
-import mimetypes
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import aiohttp
-
 from pixq import formats
-from pixq.cli_client import CliError, Client
+from pixq.cli_client import CliError, plain
 from pixq.cli_follow import follow_batches
+from pixq.client import AsyncClient
+from pixq.schemas import BatchAccepted, BatchDocument
 
 MAX_BATCH_ITEMS = 100
 """The API's limit per batch (pixq.batches.MAX_ITEMS)."""
@@ -71,19 +69,11 @@ def plan(files: list[FileJob], max_items: int, max_bytes: int) -> list[list[File
     return groups
 
 
-async def _post_batch(client: Client, group: list[FileJob], job: dict[str, Any], callback_url: str | None) -> dict:
-    document: dict[str, Any] = {"jobs": [{**job, "input": {"part": f"f{index}"}, "idempotency_key": item.key}
-                                         for index, item in enumerate(group)]}
-    if callback_url:
-        document["callback_url"] = callback_url
-    form = aiohttp.FormData()
-    form.add_field("jobs", json.dumps(document), content_type="application/json")
-    with contextlib.ExitStack() as files:
-        for index, item in enumerate(group):
-            content_type = mimetypes.guess_type(item.path.name)[0] or "application/octet-stream"
-            form.add_field(f"f{index}", files.enter_context(open(item.path, "rb")), filename=item.path.name,
-                           content_type=content_type)
-        return await client.call("POST", "/api/v1/jobs/batch", data=form)
+async def _post_batch(client: AsyncClient, group: list[FileJob], job: dict[str, Any],
+                      callback_url: str | None) -> BatchAccepted:
+    items = [{**job, "input": {"part": f"f{index}"}, "idempotency_key": item.key} for index, item in enumerate(group)]
+    return await client.submit_batch(items, files={f"f{index}": item.path for index, item in enumerate(group)},
+                                     callback_url=callback_url)
 
 
 def _targets(job: FileJob, root: Path, output: Path, taken: set[Path]) -> list[tuple[str, Path]]:
@@ -105,7 +95,7 @@ def _targets(job: FileJob, root: Path, output: Path, taken: set[Path]) -> list[t
     return targets
 
 
-async def submit_directory(client: Client, root: Path, job: dict[str, Any], options: Any,
+async def submit_directory(client: AsyncClient, root: Path, job: dict[str, Any], options: Any,
                            out: TextIO | None = None) -> int:
     """Submit ``root``'s images as batches; unless ``options.no_wait``, follow them to the end
     with a progress bar and download results into ``options.output``. Returns the exit status."""
@@ -120,11 +110,11 @@ async def submit_directory(client: Client, root: Path, job: dict[str, Any], opti
     batch_ids = []
     for group in plan(files, options.batch_size, options.batch_bytes):
         answer = await _post_batch(client, group, job, options.callback_url)
-        for item, result in zip(group, answer["items"]):
-            item.job_id, item.error = result.get("job_id"), result.get("error")
-        batch_ids.append(answer["batch_id"])
-        _line(out, {"batch_id": answer["batch_id"], "files": len(group), "accepted": answer["accepted"],
-                    "refused": answer["refused"]})
+        for item, result in zip(group, answer.items):
+            item.job_id, item.error = result.job_id, plain(result.error) if result.error else None
+        batch_ids.append(answer.batch_id)
+        _line(out, {"batch_id": answer.batch_id, "files": len(group), "accepted": answer.accepted,
+                    "refused": answer.refused})
     accepted = [item for item in files if item.job_id]
     if not options.no_wait and accepted:
         await _follow(client, batch_ids, len(accepted))
@@ -141,7 +131,7 @@ async def submit_directory(client: Client, root: Path, job: dict[str, Any], opti
     return _summary(files, batch_ids, waited=not options.no_wait)
 
 
-async def _follow(client: Client, batch_ids: list[str], total: int) -> None:
+async def _follow(client: AsyncClient, batch_ids: list[str], total: int) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -151,8 +141,8 @@ async def _follow(client: Client, batch_ids: list[str], total: int) -> None:
         task = progress.add_task(f"{len(batch_ids)} batch{'es' if len(batch_ids) > 1 else ''}", total=total,
                                  failed=0)
 
-        def update(documents: dict[str, dict[str, Any]]) -> None:
-            counts = [document["counts"] for document in documents.values()]
+        def update(documents: dict[str, BatchDocument]) -> None:
+            counts = [document.counts for document in documents.values()]
             failed = sum(c.get("failed", 0) for c in counts)
             done = failed + sum(c.get("completed", 0) + c.get("expired", 0) for c in counts)
             progress.update(task, completed=min(done, total), failed=failed)
@@ -160,12 +150,12 @@ async def _follow(client: Client, batch_ids: list[str], total: int) -> None:
         await follow_batches(client, batch_ids, update)
 
 
-async def _fetch_statuses(client: Client, items: list[FileJob]) -> None:
+async def _fetch_statuses(client: AsyncClient, items: list[FileJob]) -> None:
     gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
     async def fetch(item: FileJob) -> None:
         async with gate:
-            item.status = await client.call("GET", f"/api/v1/jobs/{item.job_id}")
+            item.status = plain(await client.get_job(item.job_id))
 
     await asyncio.gather(*(fetch(item) for item in items))
 

@@ -39,8 +39,9 @@ def public_status(record: dict[str, Any], mint: Mint | None = None) -> dict[str,
     ``result`` is the first output's ``{storage_key, width, height, format, bytes}`` (a pipeline:
     also ``variants``; an analyze job: ``variants`` empty) with ``input`` (the input's
     metadata) and, for an analyze job, ``analysis``
-    (plus ``next_attempt_at`` while retrying, ``batch_id`` for a batch's job and ``preset``
-    ``{name, version}`` for a job compiled from a preset)."""
+    (plus ``next_attempt_at`` while retrying, ``batch_id`` for a batch's job, ``preset``
+    ``{name, version}`` for a job compiled from a preset, and ``priority``, absent on jobs
+    recorded before priorities existed)."""
     result = None
     stored = record.get("result")
     if stored and stored.get("variants"):
@@ -72,6 +73,8 @@ def public_status(record: dict[str, Any], mint: Mint | None = None) -> dict[str,
         body["batch_id"] = record["batch_id"]
     if record.get("preset"):
         body["preset"] = _preset(record["preset"])
+    if record.get("priority"):
+        body["priority"] = record["priority"]
     return with_urls(body, mint) if mint is not None else body
 
 

@@ -89,10 +89,13 @@ TRANSIENT_CODES = frozenset(
 class PixqError(Exception):
     """An error with a stable public code; raised anywhere, rendered by API and worker alike."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = None if retry_after is None else max(1, int(retry_after))
+        """Seconds after which the same request may succeed: the answer's ``Retry-After``
+        (RATE_LIMITED, QUOTA_EXCEEDED); None when the code says nothing of when."""
 
     @property
     def http_status(self) -> int:

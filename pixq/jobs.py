@@ -17,6 +17,11 @@ status rebuilt from the message (after Redis lost it) keeps them.
 ``tenant`` names the tenant that submitted the job (pixq.tenants); the worker writes its
 outputs under that tenant's prefix and names it on every log line.
 
+``priority`` (``interactive``, the default, or ``batch``) picks the job's lane: the subject it
+is published on (pixq.names.job_subject) and so the durable consumer that delivers it
+(docs/queue.md, "Priorities"). A message without it (published before priorities) is
+interactive; a worker from before priorities ignores the field (extra="ignore").
+
 ``generation`` counts DLQ replays: a replay keeps the job_id and gives a fresh retry
 budget, and the status store orders updates by (generation, attempt, phase). Attempts are
 JetStream's delivery count, not a message field: a retried job is redelivered unchanged.
@@ -28,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pixq.errors import PixqError
+from pixq.errors import ErrorCode, PixqError
 from pixq.names import JOB_ID_PATTERN, TENANT_PATTERN
 from pixq.spec import PipelineSpec, to_pipeline
 
@@ -38,6 +43,54 @@ class JobType(StrEnum):
     CROP = "crop"
     PIPELINE = "pipeline"
     ANALYZE = "analyze"
+
+
+class Priority(StrEnum):
+    """A job's lane. Workers serve both with weighted pulls (PRIORITY_WEIGHTS), so interactive
+    work goes first without batch work ever starving (worker.consumer)."""
+
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
+def parse_priority(value: Any, default: Priority) -> Priority:
+    """A submit's ``priority`` field (absent: ``default``); anything else is the client's
+    mistake, INVALID_PARAMETERS (422)."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            return Priority(value.strip().lower())
+        except ValueError:
+            pass
+    raise PixqError(ErrorCode.INVALID_PARAMETERS,
+                    f"priority must be one of {', '.join(p.value for p in Priority)}, not {str(value)[:40]!r}")
+
+
+def parse_priority_weights(value: str) -> dict[Priority, int]:
+    """PRIORITY_WEIGHTS, ``interactive=4,batch=1``: of every 4 + 1 free worker slots, 4 go to
+    interactive jobs and 1 to batch jobs while both lanes hold work. Both lanes must be named
+    with a whole weight of 1 to 1000: a weight of 0 would starve that lane, which is what the
+    weights exist to prevent. ValueError says what is wrong."""
+    weights: dict[Priority, int] = {}
+    for item in value.split(","):
+        name, sep, number = item.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in {p.value for p in Priority}:
+            raise ValueError(f"expected interactive=<n>,batch=<n>, got {item.strip()[:40]!r}")
+        if Priority(name) in weights:
+            raise ValueError(f"{name} is given twice")
+        try:
+            weight = int(number.strip())
+        except ValueError:
+            raise ValueError(f"{name}: expected a whole number, got {number.strip()[:20]!r}") from None
+        if not 1 <= weight <= 1000:
+            raise ValueError(f"{name}: a weight is 1 to 1000 (0 would starve the lane), got {weight}")
+        weights[Priority(name)] = weight
+    missing = [p.value for p in Priority if p not in weights]
+    if missing:
+        raise ValueError(f"expected interactive=<n>,batch=<n>: {', '.join(missing)} missing")
+    return {lane: weights[lane] for lane in Priority}
 
 
 class JobStatus(StrEnum):
@@ -114,6 +167,8 @@ class JobMessage(BaseModel):
     """The batch this job was submitted in (pixq.batches)."""
     preset: dict[str, Any] | None = None
     """``{"name", "version"}`` of the preset the spec came from (pixq.presets), if any."""
+    priority: Priority = Priority.INTERACTIVE
+    """The job's lane (see the module docstring); a DLQ replay keeps it."""
 
     @model_validator(mode="before")
     @classmethod

@@ -61,7 +61,17 @@ JOBS_STREAM = "PIXQ_JOBS"
 JOBS_SUBJECT_PREFIX = "pixq.jobs"
 JOBS_SUBJECTS = [f"{JOBS_SUBJECT_PREFIX}.>"]
 WORKERS_CONSUMER = "pixq-workers"
-"""Durable pull consumer shared by every worker pod; KEDA scales on its lag."""
+"""Durable pull consumer of the interactive lane, shared by every worker pod (filter
+INTERACTIVE_JOBS_FILTER): the name it had before priorities, so an upgrade keeps its queue."""
+BATCH_WORKERS_CONSUMER = "pixq-workers-batch"
+"""Durable pull consumer of the batch lane (filter BATCH_JOBS_FILTER). KEDA scales on the sum
+of both consumers' lag (docs/deploy.md)."""
+BATCH_SUBJECT_TOKEN = "batch"
+INTERACTIVE_JOBS_FILTER = f"{JOBS_SUBJECT_PREFIX}.*"
+"""``pixq.jobs.<type>``: exactly one token, so it never overlaps the batch lane's subjects (a
+work-queue stream refuses two consumers whose filters overlap)."""
+BATCH_JOBS_FILTER = f"{JOBS_SUBJECT_PREFIX}.{BATCH_SUBJECT_TOKEN}.>"
+"""``pixq.jobs.batch.<type>``."""
 
 DLQ_STREAM = "PIXQ_DLQ"
 """Stream holding dead jobs: original message plus last error and attempts."""
@@ -73,6 +83,11 @@ ADVISORY_STREAM = "PIXQ_ADVISORIES"
 MAX_DELIVERIES_ADVISORY_SUBJECT = (
     f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.{WORKERS_CONSUMER}"
 )
+MAX_DELIVERIES_ADVISORY_SUBJECTS = [
+    MAX_DELIVERIES_ADVISORY_SUBJECT,
+    f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.{BATCH_WORKERS_CONSUMER}",
+]
+"""One advisory subject per lane's consumer: PIXQ_ADVISORIES captures both."""
 ADVISORY_CONSUMER = "pixq-dlq-mover"
 
 STATUS_STREAM = "PIXQ_STATUS"
@@ -120,8 +135,11 @@ def status_subject(job_id: str) -> str:
     return f"{STATUS_SUBJECT_PREFIX}.{_job(job_id)}"
 
 
-def job_subject(job_type: str) -> str:
-    """Subject a job of this type is published on."""
+def job_subject(job_type: str, priority: str = "interactive") -> str:
+    """Subject a job of this type and priority is published on: ``pixq.jobs.<type>`` for the
+    interactive lane (the subjects of before priorities), ``pixq.jobs.batch.<type>`` for batch."""
+    if priority == BATCH_SUBJECT_TOKEN:
+        return f"{JOBS_SUBJECT_PREFIX}.{BATCH_SUBJECT_TOKEN}.{job_type}"
     return f"{JOBS_SUBJECT_PREFIX}.{job_type}"
 
 
@@ -135,10 +153,19 @@ def dlq_subject(job_id: str) -> str:
 # --- Redis ----------------------------------------------------------------------
 KEY_PREFIX = "pixq"
 
+RATE_LIMIT_KEY_PREFIX = f"{KEY_PREFIX}:ratelimit"
+"""Prefix of the request-rate counters the ``limits`` library keeps (api.ratelimit); it adds
+``:{LIMITER/<kind>/<tenant or client IP>/<amount>/<multiples>/<granularity>}``, two keys per
+sliding window, each expiring after two windows."""
+
+
+JOB_KEY_PREFIX = f"{KEY_PREFIX}:job:"
+"""The status store's quota script (pixq.status) reads other jobs' hashes under this prefix."""
+
 
 def job_key(job_id: str) -> str:
     """Hash holding a job's visible status."""
-    return f"{KEY_PREFIX}:job:{job_id}"
+    return f"{JOB_KEY_PREFIX}{job_id}"
 
 
 def idempotency_key(tenant: str, client_key: str) -> str:
@@ -160,6 +187,23 @@ def tenant_jobs_key(tenant: str) -> str:
 
 ALL_JOBS_KEY = f"{KEY_PREFIX}:history"
 """Sorted set of every tenant's job ids by creation time: the admin's history."""
+
+IN_FLIGHT_KEY_PREFIX = f"{KEY_PREFIX}:inflight:"
+"""The status store's Lua script (pixq.status) forms in_flight_key from a job's stored tenant."""
+
+
+def in_flight_key(tenant: str) -> str:
+    """Sorted set of a tenant's jobs in flight (queued, processing, retrying), scored by their
+    last status write (ms): what MAX_JOBS_IN_FLIGHT counts (pixq.quotas)."""
+    return f"{IN_FLIGHT_KEY_PREFIX}{_tenant(tenant)}"
+
+
+def megapixels_key(tenant: str, month: str) -> str:
+    """Float (INCRBYFLOAT) of a tenant's input megapixels completed in ``month`` (``YYYY-MM``,
+    UTC): what ``megapixels_per_month`` is checked against (pixq.quotas)."""
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}", month):
+        raise ValueError(f"invalid month {month!r}")
+    return f"{KEY_PREFIX}:megapixels:{_tenant(tenant)}:{month}"
 
 
 def batch_key(batch_id: str) -> str:

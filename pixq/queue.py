@@ -3,10 +3,17 @@
 Settings of every stream and consumer live here (names in pixq.names); docs/queue.md
 describes them. Streams are created (or updated) by whichever process starts first, API or
 worker. The consumers belong to the workers: only a worker creates them, and a worker that
-starts with other MAX_RETRIES / ACK_WAIT brings ``pixq-workers`` to its settings.
+starts with other MAX_RETRIES / ACK_WAIT brings ``pixq-workers`` (and ``pixq-workers-batch``)
+to its settings.
+
+Jobs travel in two lanes (pixq.jobs.Priority), one durable pull consumer each on PIXQ_JOBS:
+``pixq-workers`` (interactive, ``pixq.jobs.<type>``) and ``pixq-workers-batch`` (batch,
+``pixq.jobs.batch.<type>``). Workers pull from both with LanePuller, which never asks for
+more messages than the worker has free slots (worker.consumer weighs the lanes).
 """
 
 import asyncio
+import json
 import ssl
 import time
 
@@ -23,7 +30,7 @@ from nats.js.errors import (APIError, BadRequestError, NoStreamResponseError, No
 
 from pixq import events, names, transport
 from pixq.errors import ErrorCode, PixqError, describe
-from pixq.jobs import JobMessage
+from pixq.jobs import JobMessage, Priority
 from pixq.settings import Settings
 
 log = structlog.get_logger("pixq.queue")
@@ -57,7 +64,7 @@ def dlq_stream_config(replicas: int = 1) -> StreamConfig:
 
 def advisory_stream_config(replicas: int = 1) -> StreamConfig:
     """Keeps MAX_DELIVERIES advisories until a worker has moved their job to the DLQ."""
-    return StreamConfig(name=names.ADVISORY_STREAM, subjects=[names.MAX_DELIVERIES_ADVISORY_SUBJECT],
+    return StreamConfig(name=names.ADVISORY_STREAM, subjects=list(names.MAX_DELIVERIES_ADVISORY_SUBJECTS),
                         retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE, num_replicas=replicas,
                         max_age=DLQ_MAX_AGE_SECONDS)
 
@@ -88,13 +95,22 @@ def ingest_consumer_config() -> ConsumerConfig:
                           deliver_policy=DeliverPolicy.ALL, ack_wait=INGEST_ACK_WAIT_SECONDS, max_deliver=-1)
 
 
-def workers_consumer_config(settings: Settings) -> ConsumerConfig:
-    """Explicit acks; ACK_WAIT bounds how long a crashed worker's job stays invisible;
-    MAX_RETRIES + 1 deliveries in all, after which the server emits MAX_DELIVERIES."""
-    return ConsumerConfig(durable_name=names.WORKERS_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
+LANES: dict[Priority, tuple[str, str]] = {
+    Priority.INTERACTIVE: (names.WORKERS_CONSUMER, names.INTERACTIVE_JOBS_FILTER),
+    Priority.BATCH: (names.BATCH_WORKERS_CONSUMER, names.BATCH_JOBS_FILTER),
+}
+"""Each lane's durable consumer on PIXQ_JOBS and its filter subject (one filter: nats-server 2.9)."""
+
+
+def workers_consumer_config(settings: Settings, priority: Priority = Priority.INTERACTIVE) -> ConsumerConfig:
+    """One lane's consumer. Explicit acks; ACK_WAIT bounds how long a crashed worker's job
+    stays invisible; MAX_RETRIES + 1 deliveries in all, after which the server emits
+    MAX_DELIVERIES. Both lanes share these settings; only name and filter differ."""
+    durable, filter_subject = LANES[priority]
+    return ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT,
                           deliver_policy=DeliverPolicy.ALL, ack_wait=settings.ack_wait,
                           max_deliver=settings.max_retries + 1, max_ack_pending=MAX_ACK_PENDING,
-                          max_waiting=512)
+                          max_waiting=512, filter_subject=filter_subject)
 
 
 def advisory_consumer_config() -> ConsumerConfig:
@@ -250,31 +266,69 @@ async def _ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCo
 
 
 async def ensure_worker_consumers(js: JetStreamContext, settings: Settings) -> None:
-    """Workers only: create the four consumers, or update them to this worker's settings.
+    """Workers only: create the six consumers, or update them to this worker's settings.
 
-    The API never touches them, so ``pixq-workers``' max_deliver and ack_wait always come
-    from the workers' MAX_RETRIES and ACK_WAIT. When a worker starts with changed values,
-    the existing consumer is updated (the last worker to start wins during a rollout)."""
-    wanted = workers_consumer_config(settings)
-    before = await consumer_config(js, names.JOBS_STREAM, names.WORKERS_CONSUMER)
-    info = await _ensure_consumer(js, names.JOBS_STREAM, wanted)
-    if _retry_settings_differ(info.config, wanted):
-        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE,
-                        f"consumer {names.WORKERS_CONSUMER} kept max_deliver={info.config.max_deliver} "
-                        f"ack_wait={info.config.ack_wait}, wanted {wanted.max_deliver} / {wanted.ack_wait}")
-    if before is not None and _retry_settings_differ(before, wanted):
-        log.warning("consumer_updated", consumer=names.WORKERS_CONSUMER,
-                    max_deliver=[before.max_deliver, wanted.max_deliver],
-                    ack_wait=[before.ack_wait, wanted.ack_wait])
+    The API never touches them, so the lanes' max_deliver and ack_wait always come from the
+    workers' MAX_RETRIES and ACK_WAIT. When a worker starts with changed values, the existing
+    consumers are updated (the last worker to start wins during a rollout).
+
+    The interactive lane comes first: an upgrade from before priorities finds ``pixq-workers``
+    without a filter, and PIXQ_JOBS (work-queue retention) refuses the batch lane's consumer
+    until ``pixq-workers`` is narrowed to ``pixq.jobs.*`` (_refilter)."""
+    for priority in LANES:
+        await _ensure_lane_consumer(js, workers_consumer_config(settings, priority))
     await _ensure_consumer(js, names.ADVISORY_STREAM, advisory_consumer_config())
     await _ensure_consumer(js, names.STATUS_STREAM, status_consumer_config())
     await _ensure_consumer(js, names.EVENTS_STREAM, webhooks_consumer_config(settings))
     await _ensure_consumer(js, names.INGEST_STREAM, ingest_consumer_config())
 
 
-def _retry_settings_differ(current: ConsumerConfig, wanted: ConsumerConfig) -> bool:
-    """Do max_deliver or ack_wait (the settings MAX_RETRIES and ACK_WAIT drive) differ?"""
-    return current.max_deliver != wanted.max_deliver or abs((current.ack_wait or 0) - wanted.ack_wait) > 1e-3
+async def _ensure_lane_consumer(js: JetStreamContext, wanted: ConsumerConfig) -> None:
+    """Create or update one lane's consumer, and check that nats-server kept what we asked."""
+    durable = wanted.durable_name
+    before = await consumer_config(js, names.JOBS_STREAM, durable)
+    if before is not None and (before.filter_subject or "") != wanted.filter_subject:
+        await _refilter(js, before, wanted)
+    info = await _ensure_consumer(js, names.JOBS_STREAM, wanted)
+    if _lane_settings_differ(info.config, wanted):
+        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE,
+                        f"consumer {durable} kept max_deliver={info.config.max_deliver} "
+                        f"ack_wait={info.config.ack_wait} filter_subject={info.config.filter_subject!r}, wanted "
+                        f"{wanted.max_deliver} / {wanted.ack_wait} / {wanted.filter_subject!r}")
+    if before is not None and _lane_settings_differ(before, wanted):
+        log.warning("consumer_updated", consumer=durable,
+                    max_deliver=[before.max_deliver, wanted.max_deliver],
+                    ack_wait=[before.ack_wait, wanted.ack_wait],
+                    filter_subject=[before.filter_subject, wanted.filter_subject])
+
+
+async def _refilter(js: JetStreamContext, before: ConsumerConfig, wanted: ConsumerConfig) -> None:
+    """Give a lane's consumer a new filter subject by deleting and recreating it.
+
+    nats-server 2.9.10 accepts a new filter_subject in place, but the updated consumer then
+    counts the jobs already queued as delivered and never hands them out (tests/test_fairness).
+    A work-queue consumer holds nothing worth keeping: its jobs stay in the stream until acked,
+    and the recreated consumer delivers each from the start; a job a worker of the previous
+    release is running is delivered again (with a fresh delivery count) and skipped once done
+    (worker.consumer._already_done). Its other settings are first brought to ``wanted`` in
+    place, as at any upgrade, so a change nats-server cannot apply still stops the worker."""
+    durable = wanted.durable_name
+    await _ensure_consumer(js, names.JOBS_STREAM, wanted.evolve(filter_subject=before.filter_subject))
+    log.warning("consumer_recreated", consumer=durable, filter_subject=[before.filter_subject, wanted.filter_subject],
+                reason="a new filter subject is not applied in place (nats-server 2.9)")
+    try:
+        await js.delete_consumer(names.JOBS_STREAM, durable)
+    except NotFoundError:
+        pass  # another worker of this release got there first
+    except (NatsError, OSError, asyncio.TimeoutError) as exc:
+        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"cannot recreate consumer {durable}: {describe(exc)}") from None
+
+
+def _lane_settings_differ(current: ConsumerConfig, wanted: ConsumerConfig) -> bool:
+    """Do max_deliver or ack_wait (the settings MAX_RETRIES and ACK_WAIT drive), or the lane's
+    filter subject, differ?"""
+    return (current.max_deliver != wanted.max_deliver or abs((current.ack_wait or 0) - wanted.ack_wait) > 1e-3
+            or (current.filter_subject or "") != (wanted.filter_subject or ""))
 
 
 async def consumer_config(js: JetStreamContext, stream: str, durable: str) -> ConsumerConfig | None:
@@ -317,7 +371,7 @@ async def publish_job(js: JetStreamContext, message: JobMessage) -> PubAck:
     message is sent again, with the same Nats-Msg-Id, while connected, until an answer comes
     or PUBLISH_CONFIRM_SECONDS pass. Within the duplicate window JetStream stores it at most
     once and its PubAck says whether the first send had landed."""
-    subject = names.job_subject(message.type.value)
+    subject = names.job_subject(message.type.value, message.priority.value)
     payload = message.model_dump_json().encode()
     msg_id = message_id(message.job_id, message.metadata.generation)
     nc = getattr(js, "_nc", None)
@@ -442,13 +496,104 @@ class Puller:
             log.debug("consumer_check_failed", consumer=self.durable, error=describe(exc))
 
 
-async def consumer_backlog(js: JetStreamContext) -> tuple[int, int]:
-    """``(num_pending, num_ack_pending)`` of pixq-workers: jobs not yet delivered to any worker,
-    and jobs delivered but not yet acked (running, or waiting for a retry's backoff).
+class LanePuller(Puller):
+    """Pulls from one lane's durable consumer, never receiving more messages than it asked for.
 
-    Their sum is the backlog KEDA's nats-jetstream scaler calls lag and scales on
-    (pixq_queue_backlog_messages); num_pending alone hides every job a worker holds."""
-    info = await js.consumer_info(names.JOBS_STREAM, names.WORKERS_CONSUMER)
+    nats-py's fetch() can hand back more than its ``batch`` (it first empties whatever earlier,
+    timed-out requests left behind) and a fetch of one message always lingers; a worker that
+    weighs two lanes needs exact, immediate answers instead. So this sends JetStream's pull
+    requests itself, one at a time, on its own inbox: ``no_wait`` (what is there now, answered
+    at once) or ``expires`` (wait for the first message), and reads the answer until it has
+    ``batch`` messages or JetStream's status (404 no messages, 408 expired, 409) ends the request.
+
+    Only a request whose answer never came (NATS disconnected, consumer deleted) can deliver
+    late: those messages are this worker's, and the next pull returns them first."""
+
+    ANSWER_GRACE_SECONDS = 2.0
+    """How long after a request's own wait its answer may take before it is given up."""
+
+    def __init__(self, js: JetStreamContext, stream: str, durable: str) -> None:
+        super().__init__(js, stream, durable)
+        self.nc: NATS = js._nc  # type: ignore[attr-defined]  # nats-py keeps no public handle
+        self.next_subject = f"{js._prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"  # type: ignore[attr-defined]
+        self.arrivals: asyncio.Queue[Msg] = asyncio.Queue()
+        self.inbox = ""
+
+    async def start(self) -> "LanePuller":
+        try:
+            await self.js.consumer_info(self.stream, self.durable)
+        except NotFoundError as exc:
+            raise ConsumerGone(f"consumer {self.durable} on {self.stream}: {describe(exc)}") from None
+        self.inbox = self.nc.new_inbox()
+        self.subscription = await self.nc.subscribe(self.inbox, cb=self._arrived)  # type: ignore[assignment]
+        self._checked = time.monotonic()
+        return self
+
+    async def _arrived(self, message: Msg) -> None:
+        self.arrivals.put_nowait(message)
+
+    async def fetch(self, batch: int, wait: float) -> list[Msg]:
+        return await self.pull(batch, wait)
+
+    async def pull(self, batch: int, wait: float = 0.0) -> list[Msg]:
+        """Up to ``batch`` messages: with ``wait`` 0 only those waiting now, else waiting up to
+        ``wait`` seconds for the first one (a request of ``batch`` 1 is then complete with it)."""
+        assert self.inbox, "call start() first"
+        messages = self._late(batch)
+        if len(messages) < batch:
+            messages += await self._request(batch - len(messages), wait)
+        if messages:
+            self._checked = time.monotonic()
+        elif time.monotonic() - self._checked >= self.CHECK_INTERVAL_SECONDS:
+            await self.check()
+        return messages
+
+    def _late(self, batch: int) -> list[Msg]:
+        """Messages already here from an earlier request given up on (late statuses dropped)."""
+        late: list[Msg] = []
+        while len(late) < batch and not self.arrivals.empty():
+            message = self.arrivals.get_nowait()
+            if not JetStreamContext.is_status_msg(message):
+                late.append(message)
+        return late
+
+    async def _request(self, batch: int, wait: float) -> list[Msg]:
+        request: dict[str, int | bool] = {"batch": batch}
+        if wait > 0:
+            request["expires"] = int(wait * 1e9)
+        else:
+            request["no_wait"] = True
+        if not self.nc.is_connected:  # nats-py would buffer the request and send it after a reconnect
+            await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)
+            return []
+        try:
+            await self.nc.publish(self.next_subject, json.dumps(request).encode(), reply=self.inbox)
+        except (NatsError, OSError) as exc:
+            log.warning("fetch_failed", consumer=self.durable, error=describe(exc))
+            await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)
+            return []
+        received: list[Msg] = []
+        deadline = time.monotonic() + max(wait, 0.0) + self.ANSWER_GRACE_SECONDS
+        while len(received) < batch:
+            try:
+                message = await asyncio.wait_for(self.arrivals.get(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                log.debug("pull_unanswered", consumer=self.durable, batch=batch)
+                break
+            if JetStreamContext.is_status_msg(message):
+                break  # 404 / 408 / 409: JetStream ended this request
+            received.append(message)
+        return received
+
+
+async def consumer_backlog(js: JetStreamContext, priority: Priority = Priority.INTERACTIVE) -> tuple[int, int]:
+    """``(num_pending, num_ack_pending)`` of one lane's consumer: jobs not yet delivered to any
+    worker, and jobs delivered but not yet acked (running, or waiting for a retry's backoff).
+
+    Their sum is the backlog KEDA's nats-jetstream scaler calls lag; summed over both lanes it
+    is what workers scale on (pixq_queue_backlog_messages, KEDA's scalingModifiers formula);
+    num_pending alone hides every job a worker holds."""
+    info = await js.consumer_info(names.JOBS_STREAM, LANES[priority][0])
     return int(info.num_pending or 0), int(info.num_ack_pending or 0)
 
 

@@ -9,6 +9,7 @@ Every variable that holds a secret (SECRET_FIELDS) may instead name a file in
 (``CHANGE_ME``, or MinIO's default ``minioadmin`` with S3 storage) stop the process.
 """
 
+import ipaddress
 import os
 import secrets
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
+from limits import RateLimitItem, parse_many
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -43,6 +45,45 @@ def parse_api_keys(value: str | dict | None) -> dict[str, str]:
 
 
 ApiKeys = Annotated[dict[str, str], NoDecode, BeforeValidator(parse_api_keys)]
+
+RATE_LIMIT_OFF = "off"
+
+
+def parse_rate_limit(value: str) -> list[RateLimitItem]:
+    """A request rate in the ``limits`` notation (``100/second``, ``5000/minute``, several joined
+    by ``;``) as ``limits`` items, shortest window first; empty or ``off`` is no limit ([]).
+
+    Refused, so a typo cannot turn into a limit nobody meant: a zero amount or window (it would
+    refuse every request; write ``off`` for none) and two limits over the same window."""
+    text = value.strip()
+    if text.lower() in ("", RATE_LIMIT_OFF):
+        return []
+    try:
+        items = parse_many(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not in the limits notation, e.g. 100/second or "
+                         "10/second;5000/hour (or off)") from None
+    windows = [item.get_expiry() for item in items]
+    if any(item.amount < 1 for item in items) or min(windows) < 1:
+        raise ValueError(f"{text!r}: amounts and windows must be at least 1 (off disables the limit)")
+    if len(set(windows)) != len(windows):
+        raise ValueError(f"{text!r}: give each window one limit")
+    return sorted(items, key=lambda item: item.get_expiry())
+
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> list[IpNetwork]:
+    """Comma-separated addresses or CIDRs (``10.0.0.0/8,fd00::/8,192.0.2.7``). A CIDR with
+    host bits set (``10.0.0.5/8``) is refused rather than guessed at."""
+    networks: list[IpNetwork] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError as exc:
+            raise ValueError(f"expected comma-separated addresses or CIDRs: {exc}") from None
+    return networks
 
 
 SECRET_FIELDS = ("nats_url", "redis_url", "minio_access_key", "minio_secret_key", "url_signing_key",
@@ -165,6 +206,24 @@ class Settings(BaseSettings):
             raise ValueError("expected redis://host:port/db")
         return value
 
+    @field_validator("rate_limit", "rate_limit_per_ip")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        parse_rate_limit(value)  # ValueError says what is wrong
+        return value.strip()
+
+    @field_validator("rate_limit_timeout")
+    @classmethod
+    def _rate_limit_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be above 0 (0 would skip every check: set RATE_LIMIT=off instead)")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        return ",".join(str(network) for network in parse_networks(value))
+
     @field_validator("storage_endpoint")
     @classmethod
     def _host_port(cls, value: str) -> str:
@@ -203,6 +262,14 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise PydanticCustomError("presets_file", "{reason}", {"reason": str(exc)}) from None
         return value
+
+    @field_validator("priority_weights")
+    @classmethod
+    def _priority_weights(cls, value: str) -> str:
+        from pixq.jobs import parse_priority_weights  # pixq.jobs imports the spec models, not Settings
+
+        weights = parse_priority_weights(value)  # ValueError says what is wrong
+        return ",".join(f"{lane.value}={weight}" for lane, weight in weights.items())
 
     @field_validator("public_url")
     @classmethod

@@ -4,25 +4,65 @@ Every update carries its position ``(generation, attempt, phase)``; a Lua script
 it only if it is ahead of the stored one, and never touches a terminal status of the
 same generation. So a late or duplicate delivery can never move a completed job back,
 whatever order workers write in. Only a DLQ replay starts a new generation.
+
+The same script keeps each tenant's quotas (pixq.quotas): an applied non-terminal status
+adds the job to the tenant's set of jobs in flight, a terminal one removes it, and an
+applied completion adds the input's megapixels to the tenant's month; each in one atomic
+step with the status itself, so no crash can leave a count apart from the statuses, and a
+redelivered completion is never counted twice. ``create`` checks the tenant's cap and
+budget in that step too (no extra round trip on the submit path). The set's key is formed
+in the script from the job's stored tenant (a worker's write does not name it), other keys
+travel in the script's options, and pruning reads other jobs' hashes: fine on one Redis or
+Sentinel, not on Redis Cluster (whose scripts must name every key in KEYS).
 """
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from pixq import history, names
+from pixq import history, names, quotas
 from pixq.batches import BatchStore
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import PHASE_OF, JobStatus, utc_now
+from pixq.quotas import TenantQuota
 from pixq.settings import Settings
 from pixq.transport import redis_client
 
-# KEYS[1] job hash. ARGV: generation, attempt, phase, ttl, then field/value pairs.
+# A tenant's in-flight set (pixq.quotas) holds the ids of its jobs in flight, and
+# ``r:<job id>`` for a batch item reserved but not created yet. prune(set, ...) drops those
+# of its ``limit`` oldest members that no longer count: a job whose status is terminal or
+# gone (expired, deleted), a reservation older than ``stale_before`` (ms; its API died).
+_PRUNE = """
+local function prune(set, job_prefix, stale_before, limit)
+  local oldest = redis.call('ZRANGE', set, 0, limit - 1, 'WITHSCORES')
+  for i = 1, #oldest, 2 do
+    local member, stale = oldest[i], false
+    if string.sub(member, 1, 2) == 'r:' then
+      stale = tonumber(oldest[i + 1]) < stale_before
+    else
+      local phase = redis.call('HGET', job_prefix .. member, 'phase')
+      stale = (not phase) or phase == '3'
+    end
+    if stale then redis.call('ZREM', set, member) end
+  end
+end
+"""
+
+# KEYS[1] job hash. ARGV: generation, attempt, phase, ttl, options (JSON), then field/value
+# pairs. Options, always: job_id, in_flight_prefix, now (ms); on create with a quota:
+# in_flight (the tenant's set), cap, job_prefix, stale_before, prune_limit, and with a
+# megapixel budget usage (this month's key) and budget; on a completion: usage, megapixels,
+# usage_ttl. A reserved job (a batch item: _RESERVE admitted it) is not checked again.
 # Returns the stored hash (HGETALL) if applied, 0 if the stored status is ahead or terminal in
-# this generation: the applied record is what the job's event announces (pixq.events).
-_ADVANCE = """
+# this generation: the applied record is what the job's event announces (pixq.events);
+# -1 (cap reached) or -2 (budget used) with nothing written. An applied non-terminal status
+# adds the job to its tenant's in-flight set (score: now), a terminal one removes it; an
+# applied completion adds its megapixels to the month's usage: each once, with the status.
+_ADVANCE = _PRUNE + """
+local o = cjson.decode(ARGV[5])
 local cur = redis.call('HMGET', KEYS[1], 'generation', 'attempts', 'phase')
 local g, a, p = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if cur[1] then
@@ -33,11 +73,50 @@ if cur[1] then
     if a < ca or (a == ca and p <= cp) then return 0 end
   end
 end
+if o.cap and redis.call('ZREM', o.in_flight, 'r:' .. o.job_id) == 0
+   and not redis.call('ZSCORE', o.in_flight, o.job_id) then
+  if o.budget and tonumber(redis.call('GET', o.usage) or '0') >= o.budget then return -2 end
+  if redis.call('ZCARD', o.in_flight) >= o.cap then
+    prune(o.in_flight, o.job_prefix, o.stale_before, o.prune_limit)
+    if redis.call('ZCARD', o.in_flight) >= o.cap then return -1 end
+  end
+end
 redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'attempts', ARGV[2], 'phase', ARGV[3],
-           unpack(ARGV, 5))
+           unpack(ARGV, 6))
 local ttl = tonumber(ARGV[4])
 if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+local tenant = redis.call('HGET', KEYS[1], 'tenant')
+if tenant then
+  local in_flight = o.in_flight_prefix .. tenant
+  if p == 3 then
+    redis.call('ZREM', in_flight, o.job_id)
+  else
+    redis.call('ZADD', in_flight, o.now, o.job_id)
+    if ttl > 0 then redis.call('EXPIRE', in_flight, ttl) end
+  end
+end
+if p == 3 and o.megapixels then
+  redis.call('INCRBYFLOAT', o.usage, o.megapixels)
+  redis.call('EXPIRE', o.usage, o.usage_ttl)
+end
 return redis.call('HGETALL', KEYS[1])
+"""
+
+# No KEYS. ARGV: options (JSON: in_flight, job_prefix, now, cap, stale_before, prune_limit,
+# ttl, and with a budget usage and budget), then a batch's job ids. Reserves every id
+# (``r:<id>``, score: now) if all fit under the cap and the budget is not used up, else
+# none: returns 1, or -1 (cap) or -2 (budget).
+_RESERVE = _PRUNE + """
+local o = cjson.decode(ARGV[1])
+if o.budget and tonumber(redis.call('GET', o.usage) or '0') >= o.budget then return -2 end
+local wanted = #ARGV - 1
+if redis.call('ZCARD', o.in_flight) + wanted > o.cap then
+  prune(o.in_flight, o.job_prefix, o.stale_before, o.prune_limit)
+  if redis.call('ZCARD', o.in_flight) + wanted > o.cap then return -1 end
+end
+for i = 2, #ARGV do redis.call('ZADD', o.in_flight, o.now, 'r:' .. ARGV[i]) end
+redis.call('EXPIRE', o.in_flight, o.ttl)
+return 1
 """
 
 _JSON_FIELDS = ("result",)
@@ -69,6 +148,7 @@ class StatusStore:
         self.client = client
         self.job_ttl = int(job_ttl)
         self._advance = client.register_script(_ADVANCE)
+        self._reserve = client.register_script(_RESERVE)
         self.batches = BatchStore(client, self.job_ttl)
         """Batches live beside their jobs' statuses, with the same TTL."""
 
@@ -87,14 +167,19 @@ class StatusStore:
             return False
 
     async def create(self, job_id: str, job_type: str, tenant: str, request_id: str, generation: int = 0,
-                     **extra: Any) -> dict:
+                     quota: TenantQuota | None = None, **extra: Any) -> dict:
         """Record a new job as queued (attempt 0), owned by ``tenant``; ``extra`` holds optional
-        fields (``callback_url``, ``batch_id``). Returns the stored record."""
+        fields (``callback_url``, ``batch_id``). Returns the stored record.
+
+        With a ``quota``, raises QuotaExceeded (nothing written) when the tenant already has
+        its cap of jobs in flight or has used its month's megapixels, checked in the same
+        script that writes the status; a job reserved by ``reserve_in_flight`` (a batch item)
+        is counted already."""
         now = utc_now()
         record = {"job_id": job_id, "type": job_type, "tenant": tenant, "status": JobStatus.QUEUED.value,
                   "created_at": now, "updated_at": now, "request_id": request_id,
                   **{key: value for key, value in extra.items() if value}}
-        stored = await self.advance(job_id, generation, 0, JobStatus.QUEUED, **record)
+        stored = await self._write(job_id, generation, 0, JobStatus.QUEUED, record, quota)
         await history.record(self.client, tenant, job_id, now, self.job_ttl)
         return stored or record
 
@@ -102,6 +187,20 @@ class StatusStore:
                       **fields: Any) -> dict | None:
         """Move a job forward to ``status`` at ``attempt``: the record as now stored, or None when
         the stored status is ahead (nothing changed, so there is nothing to announce)."""
+        return await self._write(job_id, generation, attempt, status, fields, None)
+
+    async def _write(self, job_id: str, generation: int, attempt: int, status: JobStatus, fields: dict[str, Any],
+                     quota: TenantQuota | None) -> dict | None:
+        """advance, checking ``quota`` first when given (create)."""
+        moment = datetime.now(timezone.utc)
+        options: dict[str, Any] = {"job_id": job_id, "in_flight_prefix": names.IN_FLIGHT_KEY_PREFIX,
+                                   "now": int(moment.timestamp() * 1000)}
+        if quota is not None:
+            options.update(self._admission(quota, moment))
+        megapixels = quotas.input_megapixels(fields.get("result")) if status is JobStatus.COMPLETED else None
+        if megapixels and fields.get("tenant"):
+            options.update(usage=names.megapixels_key(fields["tenant"], quotas.month_of(moment)),
+                           megapixels=megapixels, usage_ttl=quotas.USAGE_TTL_SECONDS)
         fields = {"status": status.value, "updated_at": utc_now(), **fields}
         for name in ("error", "error_code", "next_attempt_at"):
             fields.setdefault(name, "")
@@ -112,10 +211,12 @@ class StatusStore:
             flat += [key, _encode(value)]
         try:
             applied = await self._advance(keys=[names.job_key(job_id)],
-                                          args=[generation, attempt, int(PHASE_OF[status]),
-                                                self.job_ttl, *flat])
+                                          args=[generation, attempt, int(PHASE_OF[status]), self.job_ttl,
+                                                json.dumps(options), *flat])
         except (RedisError, OSError) as exc:
             raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+        if quota is not None and applied in (-1, -2):
+            raise self._refusal(applied, quota, 1, moment)
         if not isinstance(applied, list):
             return None
         return _decode(dict(zip(applied[::2], applied[1::2])))
@@ -129,12 +230,63 @@ class StatusStore:
         return _decode(raw) if raw else None
 
     async def delete(self, job_id: str, tenant: str) -> None:
-        """Roll back a job that could not be published (nothing half-created, history included)."""
+        """Roll back a job that could not be published (nothing half-created, history included,
+        nor its place among the tenant's jobs in flight)."""
         try:
-            await self.client.delete(names.job_key(job_id))
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(names.job_key(job_id))
+                pipe.zrem(names.in_flight_key(tenant), job_id, f"r:{job_id}")
+                await pipe.execute()
         except (RedisError, OSError):
             pass
         await history.forget(self.client, tenant, job_id)
+
+    async def reserve_in_flight(self, quota: TenantQuota, job_ids: list[str]) -> None:
+        """Count a batch's (new) jobs in flight before any is created, all or none:
+        QuotaExceeded (nothing reserved) when they do not all fit under the tenant's cap, or
+        its month's megapixels are used. ``create`` turns a reservation into its job; one
+        never turned (refused item: release_in_flight; crashed API) stops counting after
+        RESERVATION_GRACE_SECONDS."""
+        if not job_ids:
+            return
+        moment = datetime.now(timezone.utc)
+        options = {**self._admission(quota, moment), "ttl": self.job_ttl}
+        try:
+            reserved = await self._reserve(keys=[], args=[json.dumps(options), *job_ids])
+        except (RedisError, OSError) as exc:
+            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+        if reserved in (-1, -2):
+            raise self._refusal(reserved, quota, len(job_ids), moment)
+
+    @staticmethod
+    def _admission(quota: TenantQuota, moment: datetime) -> dict[str, Any]:
+        """The scripts' options that check ``quota`` (see _ADVANCE)."""
+        now_ms = int(moment.timestamp() * 1000)
+        options: dict[str, Any] = {
+            "in_flight": names.in_flight_key(quota.tenant), "cap": quota.max_jobs_in_flight,
+            "job_prefix": names.JOB_KEY_PREFIX, "now": now_ms,
+            "stale_before": now_ms - quotas.RESERVATION_GRACE_SECONDS * 1000, "prune_limit": quotas.PRUNE_LIMIT}
+        if quota.megapixels_per_month is not None:
+            options.update(usage=names.megapixels_key(quota.tenant, quotas.month_of(moment)),
+                           budget=quota.megapixels_per_month)
+        return options
+
+    @staticmethod
+    def _refusal(code: int, quota: TenantQuota, wanted: int, moment: datetime) -> quotas.QuotaExceeded:
+        if code == -2:
+            assert quota.megapixels_per_month is not None
+            return quotas.megapixels_exceeded(quota.tenant, quota.megapixels_per_month, moment)
+        return quotas.jobs_in_flight_exceeded(quota.tenant, quota.max_jobs_in_flight, wanted)
+
+    async def release_in_flight(self, tenant: str, job_ids: list[str]) -> None:
+        """Give back reservations that did not become jobs (refused or replayed batch items).
+        Best effort: one missed is pruned later like a crashed API's."""
+        if not job_ids:
+            return
+        try:
+            await self.client.zrem(names.in_flight_key(tenant), *(f"r:{job_id}" for job_id in job_ids))
+        except (RedisError, OSError):
+            pass
 
     async def get_many(self, job_ids: list[str]) -> list[dict | None]:
         """Several statuses in one round trip (history pages), None for expired ones."""

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pixq.hostglobs import parse_globs
 from pixq.names import TENANT_PATTERN
-from pixq.settings import ConfigError, Settings, fail_config
+from pixq.settings import ConfigError, Settings, fail_config, parse_rate_limit
 from pixq.webhooks import check_url_form, secret_key
 
 KEY_DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
@@ -65,11 +65,13 @@ class TenantSettings(BaseModel):
     may name, besides SOURCE_ALLOWED_HOSTS (pixq.sources)."""
     rate_limit: str | None = None
     """This tenant's request rate in the ``limits`` notation (``100/second``, ``5000/minute``;
-    several joined by ``;``), instead of RATE_LIMIT (api.ratelimit)."""
-    max_jobs_in_flight: int | None = Field(None, ge=1)
-    """This tenant's cap on jobs queued, processing or retrying, instead of MAX_JOBS_IN_FLIGHT."""
-    megapixels_per_month: float | None = Field(None, gt=0)
-    """Optional monthly budget of input megapixels processed (unset: no budget)."""
+    several joined by ``;``), instead of RATE_LIMIT (api.ratelimit); ``off``: none for this tenant."""
+    max_jobs_in_flight: int | None = Field(None, ge=1, strict=True)
+    """This tenant's cap on jobs queued, processing or retrying, instead of MAX_JOBS_IN_FLIGHT
+    (pixq.quotas). Strict: YAML's ``yes`` or ``"10"`` is a mistake, not a number."""
+    megapixels_per_month: float | None = Field(None, gt=0, strict=True, allow_inf_nan=False)
+    """Optional budget of input megapixels (width x height) of jobs completed per UTC
+    month (pixq.quotas); unset: no budget. Finite, so it can reach the status store's script."""
 
     @field_validator("source_hosts")
     @classmethod
@@ -89,6 +91,15 @@ class TenantSettings(BaseModel):
         for secret in secrets:
             secret_key(secret)  # ValueError names the problem, never the secret
         return secrets
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str | None) -> str | None:
+        """Parsed at start like RATE_LIMIT (``off`` frees this tenant from any rate limit)."""
+        if value is None:
+            return None
+        parse_rate_limit(value)  # ValueError says what is wrong
+        return value.strip()
 
     @field_validator("storage_prefixes")
     @classmethod

@@ -73,7 +73,10 @@ def make_settings(nats: ServerProcess, redis_proc: ServerProcess, tmp_path: Path
         values = dict(nats_url=f"nats://127.0.0.1:{nats.port}", redis_url=f"redis://127.0.0.1:{redis_proc.port}/0",
                       storage_type=storage_type, storage_dir=tmp_path / "storage", metrics_port=0,
                       url_signing_key="test-signing-key", max_retries=2, retry_backoff=[0.0, 0.2],
-                      ack_wait=5.0, job_timeout=20.0, worker_shutdown_grace=5.0, log_level="warning")
+                      ack_wait=5.0, job_timeout=20.0, worker_shutdown_grace=5.0, log_level="warning",
+                      # Tests poll and submit faster than a client would: tests/test_rate_limits.py
+                      # sets its own limits.
+                      rate_limit="off", rate_limit_per_ip="off")
         if storage_type == "minio":
             endpoint = request.getfixturevalue("s3_endpoint")
             values.update(storage_endpoint=endpoint, bucket_name=f"pixq-{uuid.uuid4().hex[:12]}",

@@ -96,6 +96,8 @@ def stack_env(nats_port: int, redis_port: int, tmp: Path, **overrides: str) -> d
                 "STORAGE_TYPE": "local", "STORAGE_DIR": str(tmp / "storage"), "API_HOST": "127.0.0.1",
                 "API_PORT": str(free_port()), "URL_SIGNING_KEY": "e2e-signing-key", "LOG_LEVEL": "info",
                 "MAX_RETRIES": "3", "RETRY_BACKOFF": "0s,500ms,1s", "ACK_WAIT": "5s", "JOB_TIMEOUT": "20s",
-                "WORKER_SHUTDOWN_GRACE": "10s"})
+                "WORKER_SHUTDOWN_GRACE": "10s",
+                # Tests poll faster than a client would; tests/test_rate_limits.py sets its own limits.
+                "RATE_LIMIT": "off", "RATE_LIMIT_PER_IP": "off"})
     env.update(overrides)
     return env

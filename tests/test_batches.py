@@ -15,7 +15,6 @@ import pytest
 from aiohttp import FormData
 from nats.js.errors import NotFoundError
 
-import api.handlers.batches as batches_handler
 from pixq import names
 from pixq.storage import make_storage
 from tests.conftest import running_api, running_worker
@@ -301,7 +300,7 @@ async def test_multipart_batch_uploads_each_item_like_a_single_submit(make_setti
         assert not list(upload_dir.iterdir())
 
         # Whole-body cap, a missing or broken jobs part: the request's errors, files discarded.
-        monkeypatch.setattr(batches_handler, "MAX_BATCH_BYTES", 100_000)
+        monkeypatch.setattr(settings, "max_request_bytes", 100_000)  # MAX_REQUEST_BYTES, read per request
         response = await api.post("/api/v1/jobs/batch", data=upload_form(jobs[:1], {"a": jpeg, "c": b"x" * 150_000}))
         assert response.status == 413 and (await response.json())["error"]["code"] == "PAYLOAD_TOO_LARGE"
         no_jobs = FormData()

@@ -16,7 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 import pixq.cli as cli
-from pixq.cli_follow import RECONNECT_ATTEMPTS
+from pixq.client import StreamPolicy
+from pixq.client.sse import DEFAULT_STREAM_POLICY
 from pixq.storage import make_storage
 from tests.conftest import running_api, running_worker
 from tests.helpers import make_image
@@ -83,7 +84,7 @@ async def test_watch_resumes_a_dropped_stream_with_last_event_id(final: str, cap
 
 
 async def test_watch_gives_up_after_bounded_reconnects(capsys, monkeypatch):
-    monkeypatch.setattr("pixq.cli_follow._backoff", lambda failures: 0.01)
+    monkeypatch.setattr("pixq.client.sse.DEFAULT_STREAM_POLICY", StreamPolicy(base_delay=0.01, max_delay=0.01))
     attempts = []
 
     async def events(request: web.Request) -> web.StreamResponse:
@@ -104,7 +105,7 @@ async def test_watch_gives_up_after_bounded_reconnects(capsys, monkeypatch):
     captured = capsys.readouterr()
     assert code == 2 and "lost the event stream" in captured.err
     assert lines(captured.out) == [envelope("queued", [0, 0, 0])]
-    assert attempts == [None] + ["1"] * RECONNECT_ATTEMPTS
+    assert attempts == [None] + ["1"] * DEFAULT_STREAM_POLICY.reconnects
 
 
 async def test_wait_and_watch_poll_a_server_without_sse(capsys):
@@ -286,10 +287,8 @@ async def test_submit_directory_as_batches_with_progress(make_settings, tmp_path
 
 
 async def test_batch_progress_is_driven_by_events_not_polling(make_settings, monkeypatch):
-    import aiohttp
-
     from pixq import cli_follow
-    from pixq.cli_client import Client
+    from pixq.client import AsyncClient
 
     # With polls this slow, only the tenant's event stream can make the follow notice completion.
     monkeypatch.setattr(cli_follow, "SAFETY_POLL_SECONDS", 300.0)
@@ -304,15 +303,14 @@ async def test_batch_progress_is_driven_by_events_not_polling(make_settings, mon
         first = asyncio.Event()
 
         def on_update(documents: dict) -> None:
-            updates.append(documents[batch_id]["counts"]["completed"])
+            updates.append(documents[batch_id].counts["completed"])
             first.set()
 
-        async with aiohttp.ClientSession() as session:
-            follow = asyncio.create_task(cli_follow.follow_batches(Client(session, str(api.make_url("")), ""),
-                                                                   [batch_id], on_update))
+        async with AsyncClient(str(api.make_url(""))) as client:
+            follow = asyncio.create_task(cli_follow.follow_batches(client, [batch_id], on_update))
             await asyncio.wait_for(first.wait(), 10)
             assert updates == [0]  # no worker yet
             async with running_worker(settings):
                 documents = await asyncio.wait_for(follow, 30)
-    assert documents[batch_id]["counts"]["completed"] == 6
+    assert documents[batch_id].counts["completed"] == 6
     assert updates[-1] == 6 and len(updates) <= 1 + 6  # a GET round per burst of events, at most one per job

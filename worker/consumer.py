@@ -1,5 +1,13 @@
 """The pull loop: fetch as many jobs as there are free slots, handle each, ack only when done.
 
+Two lanes (pixq.jobs.Priority), one durable consumer each: free slots are shared out by
+PRIORITY_WEIGHTS with a smooth weighted round robin (LaneSchedule) while both lanes have work,
+and a lane that turns out empty leaves its slots to the other. A worker never asks JetStream
+for more jobs than it has free slots, so an interactive job never waits behind batch jobs a
+worker holds without running them: it waits at most until one slot frees (about one job's
+processing time when every slot is busy), and every PRIORITY_WEIGHTS cycle of slots gives
+batch work its share, so batch work never starves behind a steady stream of interactive jobs.
+
 Per job: mark processing, run the attempt, write the outputs, mark completed, then ack.
 A terminal status whose event could not be published is not acked: the redelivery finds the
 job done, announces it again (pixq.lifecycle, idempotent) and acks it then.
@@ -20,7 +28,7 @@ from pydantic import ValidationError
 
 from pixq import names, queue
 from pixq.errors import ErrorCode, PixqError
-from pixq.jobs import TERMINAL_STATUSES, JobMessage, JobStatus
+from pixq.jobs import TERMINAL_STATUSES, JobMessage, JobStatus, Priority, parse_priority_weights
 from pixq.settings import Settings
 from pixq.status import StatusStore
 from worker.dead_letter import dead_letter, dlq_entry, publish_dead
@@ -31,7 +39,11 @@ from worker.status_writer import StatusWriter, Written, announce_logged
 
 log = structlog.get_logger("pixq.worker")
 
-FETCH_WAIT_SECONDS = 1.0
+IDLE_WAIT_SECONDS = 0.5
+"""With both lanes empty, how long one pull waits on the interactive lane for a new job; a batch
+job arriving meanwhile waits at most this long for an idle worker. (Waiting on both lanes at
+once would leave the other lane's request open on the server after the first answer, and its
+late job would exceed the worker's free slots.)"""
 FULL_WAIT_SECONDS = 5.0
 ANNOUNCE_RETRY_SECONDS = 1.0
 """Delay before a finished job whose event was not published is redelivered to announce it."""
@@ -45,6 +57,32 @@ async def _cancel(tasks: set[asyncio.Task]) -> None:
         await asyncio.wait(tasks)
 
 
+class LaneSchedule:
+    """Which lane each free slot goes to: smooth weighted round robin (as nginx balances
+    upstreams). Each slot, every lane gains its weight in credit; the richest lane (interactive
+    on a tie) takes the slot and pays the total weight. With interactive=4,batch=1 the slots go
+    I, I, B, I, I, and so on, across pulls. ``reset`` clears the credits when a lane ran dry, so
+    that a lane that was empty for a while does not come back with a burst of saved-up turns."""
+
+    def __init__(self, weights: dict[Priority, int]) -> None:
+        self.weights = weights
+        self.total = sum(weights.values())
+        self.credit = {lane: 0 for lane in weights}
+
+    def share(self, slots: int) -> dict[Priority, int]:
+        counts = {lane: 0 for lane in self.weights}
+        for _ in range(slots):
+            for lane, weight in self.weights.items():
+                self.credit[lane] += weight
+            lane = max(self.credit, key=lambda name: (self.credit[name], name is Priority.INTERACTIVE))
+            self.credit[lane] -= self.total
+            counts[lane] += 1
+        return counts
+
+    def reset(self) -> None:
+        self.credit = {lane: 0 for lane in self.weights}
+
+
 class Consumer:
     def __init__(self, settings: Settings, js: JetStreamContext, status: StatusStore, writer: StatusWriter,
                  runner: JobRunner) -> None:
@@ -55,13 +93,16 @@ class Consumer:
         self.runner = runner
         self.tasks: set[asyncio.Task] = set()
         self.last_fetch = time.monotonic()
+        self.schedule = LaneSchedule(parse_priority_weights(settings.priority_weights))
+        self.lanes: dict[Priority, queue.LanePuller] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pull until ``stop`` is set, then drain in-flight jobs within WORKER_SHUTDOWN_GRACE.
 
         If the loop itself fails or is cancelled (another worker loop failed), the jobs in
         flight are cancelled and handed back to JetStream before the exception goes on."""
-        puller = await queue.Puller(self.js, names.JOBS_STREAM, names.WORKERS_CONSUMER).start()
+        for lane, (durable, _) in queue.LANES.items():
+            self.lanes[lane] = await queue.LanePuller(self.js, names.JOBS_STREAM, durable).start()
         concurrency = self.settings.worker_concurrency
         try:
             while not stop.is_set():
@@ -76,7 +117,9 @@ class Consumer:
                                        return_when=asyncio.FIRST_COMPLETED)
                     stopping.cancel()
                     continue
-                messages = await puller.fetch(free, FETCH_WAIT_SECONDS)
+                messages = await self.take(free)
+                if not messages:
+                    messages = await self.lanes[Priority.INTERACTIVE].pull(1, IDLE_WAIT_SECONDS)
                 for message in messages:
                     if stop.is_set():
                         await self._hand_back(message)
@@ -88,6 +131,23 @@ class Consumer:
             await self.abandon()
             raise
         await self.drain()
+
+    async def take(self, free: int) -> list[Msg]:
+        """At most ``free`` jobs, shared between the lanes by the schedule: interactive first,
+        then batch with its share plus whatever interactive left unused, then interactive again
+        with whatever batch left. Immediate answers only (no_wait): [] when both lanes are empty."""
+        interactive, batch = self.lanes[Priority.INTERACTIVE], self.lanes[Priority.BATCH]
+        share = self.schedule.share(free)
+        wanted_interactive = share[Priority.INTERACTIVE]
+        taken = await interactive.pull(wanted_interactive) if wanted_interactive else []
+        wanted_batch = free - len(taken)
+        from_batch = await batch.pull(wanted_batch) if wanted_batch else []
+        dry = len(taken) < wanted_interactive or len(from_batch) < wanted_batch
+        if len(from_batch) < wanted_batch and len(taken) == wanted_interactive:
+            taken += await interactive.pull(wanted_batch - len(from_batch))
+        if dry:
+            self.schedule.reset()
+        return taken + from_batch
 
     async def abandon(self) -> None:
         """Cancel every job in flight now; each hands its message back (nak)."""

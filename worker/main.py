@@ -31,7 +31,8 @@ from worker.health import create_health_app
 from worker.ingest import Ingestor
 from worker.imaging.vips_setup import configure_vips
 from worker.memory import limit_malloc_arenas
-from worker.metrics import DLQ_MESSAGES, QUEUE_BACKLOG, QUEUE_PENDING
+from pixq.jobs import Priority
+from worker.metrics import DLQ_MESSAGES, LANE_BACKLOG, QUEUE_BACKLOG, QUEUE_PENDING
 from worker.status_writer import OutboxDrainer, StatusWriter
 from worker.webhooks import WebhookDeliverer
 
@@ -51,14 +52,17 @@ class LoopFailed(Exception):
 
 
 async def sample_queue_gauges(js, stop: asyncio.Event) -> None:
-    """Export queue depth, backlog (KEDA's lag) and DLQ size for dashboards and autoscaling.
+    """Export queue depth, backlog (the sum of both lanes' KEDA lag) and DLQ size for
+    dashboards and autoscaling.
 
     A NATS hiccup skips one sample; a consumer or stream that no longer exists is fatal."""
     while not stop.is_set():
         try:
-            pending, ack_pending = await queue.consumer_backlog(js)
-            QUEUE_PENDING.set(pending)
-            QUEUE_BACKLOG.set(pending + ack_pending)
+            lanes = {lane: await queue.consumer_backlog(js, lane) for lane in Priority}
+            QUEUE_PENDING.set(sum(pending for pending, _ in lanes.values()))
+            QUEUE_BACKLOG.set(sum(pending + ack_pending for pending, ack_pending in lanes.values()))
+            for lane, (pending, ack_pending) in lanes.items():
+                LANE_BACKLOG.labels(lane.value).set(pending + ack_pending)
             DLQ_MESSAGES.set(await queue.dlq_size(js))
         except NotFoundError as exc:
             raise queue.ConsumerGone(f"gauge sampling: {exc.description or exc}") from None

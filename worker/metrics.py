@@ -7,7 +7,7 @@ appearing out of nowhere.
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from pixq.jobs import JobType
+from pixq.jobs import JobType, Priority
 
 OUTCOMES = ("completed", "failed", "retried", "dead_lettered")
 """Values of pixq_worker_jobs_total's ``outcome`` label."""
@@ -20,12 +20,19 @@ JOB_SECONDS = Histogram(
 )
 IN_FLIGHT = Gauge("pixq_worker_jobs_in_flight", "Jobs this worker is processing now")
 QUEUE_PENDING = Gauge("pixq_queue_pending_messages",
-                      "Jobs not yet delivered to any worker (pixq-workers num_pending)")
+                      "Jobs not yet delivered to any worker, both lanes (num_pending of pixq-workers "
+                      "+ pixq-workers-batch)")
 QUEUE_BACKLOG = Gauge("pixq_queue_backlog_messages",
-                      "Jobs not yet finished: undelivered plus delivered and not yet acked (pixq-workers "
-                      "num_pending + num_ack_pending; KEDA's nats-jetstream lag); scale workers on this")
+                      "Jobs not yet finished, both lanes: undelivered plus delivered and not yet acked "
+                      "(num_pending + num_ack_pending of pixq-workers + pixq-workers-batch; the sum of "
+                      "KEDA's two nats-jetstream lags); scale workers on this")
+LANE_BACKLOG = Gauge("pixq_queue_lane_backlog_messages",
+                     "One lane's share of pixq_queue_backlog_messages (num_pending + num_ack_pending of its "
+                     "consumer)", ["priority"])
 DLQ_MESSAGES = Gauge("pixq_dlq_messages", "Dead jobs held in the dead-letter stream")
 
 for _type in JobType:
     for _outcome in OUTCOMES:
         JOBS.labels(_type.value, _outcome)
+for _lane in Priority:
+    LANE_BACKLOG.labels(_lane.value)

@@ -7,14 +7,21 @@ item's error, never the batch's. The answer is therefore always **200** with one
 item in item order (``accepted``/``refused`` count them): the status code describes the
 request, which was understood, and a client must read the items anyway, whether none, some
 or all were accepted. Only what stops every item answers an error of its own: a malformed
-body (400/415/413), a bad item count or batch ``callback_url`` (422), or Redis down before
-anything was reserved (503).
+body (400/415), a body over MAX_REQUEST_BYTES (413), a bad item count or batch
+``callback_url`` (422), more items than the tenant has jobs in flight left under its cap, or
+its month's megapixels used (429 QUOTA_EXCEEDED: all or none, so nothing is created), or
+Redis down before anything was reserved (503).
+
+Batch jobs default to ``"priority": "batch"`` (workers serve them after interactive work, with a
+guaranteed share: worker.consumer); the batch's top-level ``priority`` sets it for every item,
+an item's own ``priority`` wins, and any other value is a 422 (the batch's) or that item's error.
 
 Order of work (pixq.batches explains why): parse every item; reserve every parseable item's
-job id as pending; accept the items, a few at a time (ITEM_CONCURRENCY); then release the
-refused and replayed items' ids, record the listed jobs and seal, in one step. When that
-finds the batch complete already (all refused, replayed or finished) its ``batch.completed``
-is published here, otherwise by whichever worker finishes its last job.
+place among the tenant's jobs in flight (pixq.quotas), then its job id as pending; accept
+the items, a few at a time (ITEM_CONCURRENCY); then release the refused and replayed items'
+ids, record the listed jobs and seal, in one step. When that finds the batch complete
+already (all refused, replayed or finished) its ``batch.completed`` is published here,
+otherwise by whichever worker finishes its last job.
 """
 
 import asyncio
@@ -27,20 +34,20 @@ from aiohttp import web
 
 from api.context import ApiContext, context
 from api.handlers.jobs import IDEMPOTENCY_KEY_MAX
+from api.metrics import QUOTA_REFUSALS
 from api.middleware import REQUEST_ID, TENANT
 from api.submission import Accepted, accept_job
 from api.uploads import BatchRequest, SubmitRequest, json_input, read_batch_request
-from pixq import lifecycle, names, webhooks
+from api.views import render
+from pixq import lifecycle, names, quotas, webhooks
 from pixq.batches import MAX_ITEMS, public_batch
 from pixq.errors import ErrorCode, PixqError
-from pixq.jobs import JobStatus, JobType
+from pixq.jobs import JobStatus, JobType, Priority, parse_priority
+from pixq.schemas import BatchDocument
 from pixq.tenants import Tenant
 
 log = structlog.get_logger("pixq.api")
 
-MAX_BATCH_BYTES = 512 * 1024 * 1024
-"""Largest multipart batch body (every file part together); each file is also held to
-MAX_INPUT_BYTES. A candidate for a setting (MAX_BATCH_BYTES)."""
 ITEM_CONCURRENCY = 8
 """Items accepted at once: a batch of 100 costs ~13 rounds of submit round trips, not 100,
 without one request taking over the API's connections to Redis, NATS and storage."""
@@ -58,6 +65,7 @@ class _Item:
     submit: SubmitRequest | None = None
     idempotency_key: str | None = None
     callback_url: str | None = None
+    priority: Priority = Priority.BATCH
     error: PixqError | None = None
     accepted: Accepted | None = None
 
@@ -103,9 +111,10 @@ def _input_of(raw: dict[str, Any], files: dict | None) -> SubmitRequest:
     return SubmitRequest(parameters={}, upload=part.path, content_type=part.content_type)
 
 
-def _parse_item(ctx: ApiContext, tenant: Tenant, index: int, raw: Any, files: dict | None) -> _Item:
+def _parse_item(ctx: ApiContext, tenant: Tenant, index: int, raw: Any, files: dict | None,
+                priority: Priority) -> _Item:
     """An item checked as a single submit's request is (the rest is accept_job's); a mistake
-    becomes this item's error."""
+    becomes this item's error. ``priority`` is the batch's; an item's own ``priority`` wins."""
     item = _Item(index, job_id=str(uuid.uuid4()))
     try:
         if not isinstance(raw, dict):
@@ -126,6 +135,7 @@ def _parse_item(ctx: ApiContext, tenant: Tenant, index: int, raw: Any, files: di
             raise PixqError(ErrorCode.INVALID_REQUEST, '"parameters" (or a pipeline\'s "spec") must be an object')
         if raw.get("callback_url") is not None:
             item.callback_url = webhooks.check_callback_url(raw["callback_url"], ctx.settings, tenant)
+        item.priority = parse_priority(raw.get("priority"), priority)
         item.submit = _input_of(raw, files)
         item.submit.parameters = parameters
         if raw.get("preset") is not None:  # api.presets reads it as a single submit's top-level field
@@ -142,7 +152,7 @@ async def _accept(ctx: ApiContext, gate: asyncio.Semaphore, item: _Item, tenant:
         try:
             item.accepted = await accept_job(ctx, item.job_type, item.submit, tenant, request_id,
                                              item.idempotency_key, callback_url=item.callback_url,
-                                             batch_id=batch_id, job_id=item.job_id)
+                                             batch_id=batch_id, job_id=item.job_id, priority=item.priority)
         except PixqError as exc:
             item.error = exc
         except Exception:  # one item's bug must not cost the other items their answers
@@ -193,14 +203,23 @@ async def _submit(request: web.Request, batch: BatchRequest) -> web.Response:
     callback_url = batch.document.get("callback_url")
     if callback_url is not None:
         callback_url = webhooks.check_callback_url(callback_url, ctx.settings, tenant)
-    items = [_parse_item(ctx, tenant, index, raw, batch.files) for index, raw in enumerate(raw_items)]
+    priority = parse_priority(batch.document.get("priority"), Priority.BATCH)
+    items = [_parse_item(ctx, tenant, index, raw, batch.files, priority) for index, raw in enumerate(raw_items)]
     batch_id = str(uuid.uuid4())
     batch_log = log.bind(batch_id=batch_id, request_id=request_id, tenant=tenant.name)
     valid = [item for item in items if item.error is None]
+    try:  # all or none: a batch needing more slots than are free creates nothing (docs/api.md)
+        await ctx.deps.status.reserve_in_flight(quotas.quota_of(ctx.settings, tenant), [item.job_id for item in valid])
+    except quotas.QuotaExceeded as exc:
+        QUOTA_REFUSALS.labels(tenant.name, exc.quota).inc()
+        batch_log.info("quota_exceeded", quota=exc.quota, items=len(valid))
+        raise
     await ctx.deps.status.batches.reserve(batch_id, tenant.name, [item.job_id for item in valid], callback_url)
     gate = asyncio.Semaphore(ITEM_CONCURRENCY)
     await asyncio.gather(*(_accept(ctx, gate, item, tenant, request_id, batch_id) for item in valid))
     tracked = await _finish(ctx, batch_id, items, batch_log)
+    await ctx.deps.status.release_in_flight(tenant.name, [item.job_id for item in valid if not item.accepted
+                                                          or item.accepted.replayed])
     statuses = await _replayed_statuses(ctx, items)
     accepted = sum(1 for item in items if item.accepted)
     batch_log.info("batch_accepted", items=len(items), accepted=accepted, refused=len(items) - accepted,
@@ -213,7 +232,7 @@ async def _submit(request: web.Request, batch: BatchRequest) -> web.Response:
 async def submit_batch(request: web.Request) -> web.Response:
     """``POST /api/v1/jobs/batch`` (JSON or multipart); temp files are always discarded."""
     ctx = context(request)
-    batch = await read_batch_request(request, ctx.limits.max_input_bytes, MAX_BATCH_BYTES, MAX_ITEMS)
+    batch = await read_batch_request(request, ctx.limits.max_input_bytes, ctx.settings.max_request_bytes, MAX_ITEMS)
     try:
         return await _submit(request, batch)
     finally:
@@ -243,4 +262,4 @@ async def get_batch(request: web.Request) -> web.Response:
         except PixqError as exc:
             log.warning("batch_completed_unannounced", batch_id=batch_id, error_code=exc.code.value)
     records = await ctx.deps.status.get_many(batch["job_ids"])
-    return web.json_response(public_batch(batch, records))
+    return web.json_response(render(BatchDocument, public_batch(batch, records)))

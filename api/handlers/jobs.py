@@ -12,9 +12,9 @@ from api.params import int_query
 from api.submission import accept_job
 from api.uploads import SubmitRequest, read_submit_request
 from api.views import public_status
-from pixq import events, history, names, webhooks
+from pixq import events, history, names, schemas, webhooks
 from pixq.errors import ErrorCode, PixqError
-from pixq.jobs import JobStatus, JobType
+from pixq.jobs import JobStatus, JobType, Priority, parse_priority
 from pixq.tenants import OPEN_TENANT, Tenant
 from pixq.units import parse_duration
 
@@ -27,7 +27,12 @@ async def _submit(request: web.Request, job_type: JobType) -> web.Response:
     if idempotency_key and len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
         raise PixqError(ErrorCode.INVALID_REQUEST, f"Idempotency-Key is longer than {IDEMPOTENCY_KEY_MAX}")
     json_fields = frozenset({"spec"}) if job_type is JobType.PIPELINE else frozenset()
-    submit = await read_submit_request(request, ctx.limits.max_input_bytes, json_fields)
+    submit = await read_submit_request(request, ctx.limits.max_input_bytes, ctx.settings.max_request_bytes,
+                                       json_fields)
+    if unknown := schemas.unknown_submit_fields(job_type.value, set(submit.extra)):
+        submit.discard()
+        raise PixqError(ErrorCode.INVALID_PARAMETERS, f"unknown field(s): {', '.join(unknown)[:200]}")
+    priority = priority_field(submit)  # before a pipeline's spec replaces the form fields
     if job_type is JobType.PIPELINE:
         submit.parameters = submit.extra.get("spec", submit.parameters)
         if not isinstance(submit.parameters, dict):
@@ -36,7 +41,8 @@ async def _submit(request: web.Request, job_type: JobType) -> web.Response:
     try:
         callback_url = callback_of(ctx, request[TENANT], submit)
         accepted = await accept_job(ctx, job_type, submit, request[TENANT], request[REQUEST_ID], idempotency_key,
-                                    callback_url=callback_url)
+                                    callback_url=callback_url,
+                                    priority=parse_priority(priority, Priority.INTERACTIVE))
     finally:
         submit.discard()
     location = f"/api/v1/jobs/{accepted.job_id}"
@@ -53,6 +59,13 @@ def callback_of(ctx: ApiContext, tenant: Tenant, submit: SubmitRequest) -> str |
     """``callback_url``: a top-level JSON field, or a multipart form field (never a parameter)."""
     url = submit.extra.pop("callback_url", None) or submit.parameters.pop("callback_url", None)
     return webhooks.check_callback_url(url, ctx.settings, tenant) if url is not None else None
+
+
+def priority_field(submit: SubmitRequest) -> object:
+    """The raw ``priority`` (pixq.jobs.parse_priority checks it): like callback_url, a top-level
+    JSON field or a multipart form field, never a parameter."""
+    value = submit.extra.pop("priority", None)
+    return submit.parameters.pop("priority", None) if value is None else value
 
 
 async def submit_resize(request: web.Request) -> web.Response:

@@ -18,8 +18,10 @@ PIXQ_METRICS = {
     "pixq_worker_job_duration_seconds": "histogram",
     "pixq_worker_jobs_in_flight": "gauge",
     "pixq_queue_pending_messages": "gauge",
-    # num_pending + num_ack_pending of pixq-workers: KEDA's lag, the HPA fallback's metric.
+    # num_pending + num_ack_pending of pixq-workers + pixq-workers-batch: the sum KEDA scales
+    # on (scalingModifiers), the HPA fallback's metric.
     "pixq_queue_backlog_messages": "gauge",
+    "pixq_queue_lane_backlog_messages": "gauge",
     "pixq_dlq_messages": "gauge",
     "pixq_sse_connections": "gauge",
     "pixq_webhook_deliveries_total": "counter",

@@ -113,7 +113,11 @@ def test_chart_templates_hardcode_the_right_jetstream_names():
     import pixq.names
     text = (CHART / "templates" / "worker.yaml").read_text()
     assert f'stream: "{pixq.names.JOBS_STREAM}"' in text
-    assert f'consumer: "{pixq.names.WORKERS_CONSUMER}"' in text
+    (scaled,) = find(objects("helm-default"), "ScaledObject")
+    # Both priority lanes' consumers, summed (pixq.queue.LANES; the HPA alone takes the max).
+    assert {t["name"]: t["metadata"]["consumer"] for t in scaled["spec"]["triggers"]} == {
+        "interactive_lag": pixq.names.WORKERS_CONSUMER, "batch_lag": pixq.names.BATCH_WORKERS_CONSUMER}
+    assert scaled["spec"]["advanced"]["scalingModifiers"]["formula"] == "interactive_lag + batch_lag"
 
 
 @pytest.mark.parametrize("name", sorted(HELM_RENDERS))

@@ -176,17 +176,23 @@ def test_keda_trigger_names_match_code(rendered, overlay):
         return
     (so,) = scaled
     assert so["spec"]["scaleTargetRef"]["name"] == "pixq-worker"
-    (trigger,) = [t for t in so["spec"]["triggers"] if t["type"] == "nats-jetstream"]
-    meta = trigger["metadata"]
-    assert meta["stream"] == pixq.names.JOBS_STREAM
-    assert meta["consumer"] == pixq.names.WORKERS_CONSUMER
-    assert meta["account"] == "$G"
-    host, _, port = meta["natsServerMonitoringEndpoint"].rpartition(":")
-    assert port == "8222"
-    svc_name, namespace = host.split(".")[:2]
-    assert namespace == "pixq"
-    svc = one(rendered, "Service", svc_name)
-    assert 8222 in [p["port"] for p in svc["spec"]["ports"]]
+    triggers = {t["name"]: t["metadata"] for t in so["spec"]["triggers"] if t["type"] == "nats-jetstream"}
+    # One trigger per priority lane's consumer, composed into their SUM (the HPA alone would
+    # take the max over triggers): pixq.queue.LANES.
+    assert {name: meta["consumer"] for name, meta in triggers.items()} == {
+        "interactive_lag": pixq.names.WORKERS_CONSUMER, "batch_lag": pixq.names.BATCH_WORKERS_CONSUMER}
+    modifiers = so["spec"]["advanced"]["scalingModifiers"]
+    assert modifiers["formula"] == "interactive_lag + batch_lag"
+    assert modifiers["metricType"] == "AverageValue" and modifiers["target"] == "20"
+    for meta in triggers.values():
+        assert meta["stream"] == pixq.names.JOBS_STREAM
+        assert meta["account"] == "$G"
+        host, _, port = meta["natsServerMonitoringEndpoint"].rpartition(":")
+        assert port == "8222"
+        svc_name, namespace = host.split(".")[:2]
+        assert namespace == "pixq"
+        svc = one(rendered, "Service", svc_name)
+        assert 8222 in [p["port"] for p in svc["spec"]["ports"]]
     if overlay == "prod":
         assert so["spec"]["minReplicaCount"] == 3 and so["spec"]["maxReplicaCount"] == 10
 

@@ -20,6 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from api.events_hub import EventHub
 from pixq import dlq, names, queue
+from pixq.jobs import Priority
 from pixq.settings import Settings
 
 from deploy_support import REPO, RENDERS, container, objects, one, pod_env, which
@@ -151,10 +152,27 @@ async def test_pixq_runs_within_its_permissions(nats_dev):
         await puller.check()
         assert sum(await queue.consumer_backlog(wjs)) == 0
 
+        # The batch lane, as the worker's consumer loop pulls it (LanePuller, its own requests).
+        await ajs.publish(names.job_subject("resize", "batch"), json.dumps({"job_id": job_id}).encode(),
+                          stream=names.JOBS_STREAM)
+        lane = await queue.LanePuller(wjs, names.JOBS_STREAM, names.BATCH_WORKERS_CONSUMER).start()
+        (message,) = await lane.pull(1, 2)
+        assert message.subject == names.job_subject("resize", "batch")
+        await message.in_progress()
+        await message.nak()
+        assert await lane.pull(1, 0.5) == []
+        await lane.check()
+        assert sum(await queue.consumer_backlog(wjs, Priority.BATCH)) == 0
+
         advisories = await queue.Puller(wjs, names.ADVISORY_STREAM, names.ADVISORY_CONSUMER).start()
-        (advisory,) = await advisories.fetch(1, 5)
-        assert advisory.subject == names.MAX_DELIVERIES_ADVISORY_SUBJECT
-        await advisory.ack()
+        captured = []
+        while len(captured) < 2:  # one advisory per lane's consumer
+            arrived = await advisories.fetch(2 - len(captured), 5)
+            assert arrived, f"only {len(captured)} MAX_DELIVERIES advisories captured"
+            captured += arrived
+        assert sorted(advisory.subject for advisory in captured) == sorted(names.MAX_DELIVERIES_ADVISORY_SUBJECTS)
+        for advisory in captured:
+            await advisory.ack()
         await advisories.check()
 
         await wjs.publish(names.dlq_subject(job_id), json.dumps({"job_id": job_id, "message": {}}).encode(),

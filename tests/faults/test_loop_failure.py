@@ -12,6 +12,7 @@ from tests.faults.harness import JetStreamProbe, accepted, exited, wait_job, wai
 
 @pytest.mark.parametrize("stream, consumer, loops", [
     (names.JOBS_STREAM, names.WORKERS_CONSUMER, {"consumer", "gauges"}),
+    (names.JOBS_STREAM, names.BATCH_WORKERS_CONSUMER, {"consumer", "gauges"}),
     (names.ADVISORY_STREAM, names.ADVISORY_CONSUMER, {"advisory_mover"}),
     (names.STATUS_STREAM, names.STATUS_CONSUMER, {"outbox_drainer"}),
 ])
