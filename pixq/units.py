@@ -2,6 +2,9 @@
 
 import math
 import re
+import time
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*(ms|s|m|h|d)?\s*$")
@@ -47,3 +50,21 @@ def parse_size(text: str | int) -> int:
     if not match or match.group(2).lower() not in _SIZE_UNITS:
         raise ValueError(f"not a size: {text!r} (use e.g. 52428800, 50MiB, 20MB)")
     return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """An HTTP ``Retry-After`` as seconds from ``now`` (epoch seconds, default the clock):
+    delta-seconds or an HTTP date (RFC 9110 10.2.3); None when absent or unreadable. Read by
+    the webhook deliverer (from receivers) and pixq.client (from the API)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))

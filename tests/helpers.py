@@ -6,6 +6,9 @@ import time
 import pyvips
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
+from nats.aio.client import Client as NATS
+
+from pixq import names
 
 TERMINAL = {"completed", "failed"}
 
@@ -49,3 +52,13 @@ async def resize_completes(client: TestClient, **fields) -> dict:
     status = await wait_for_status(client, (await response.json())["job_id"])
     assert status["status"] == "completed", status
     return status
+
+
+async def jobs_in_stream(settings) -> int:
+    """Messages in PIXQ_JOBS: what a refused or rolled-back submit must not have added."""
+    nc = NATS()
+    await nc.connect(settings.nats_url)
+    try:
+        return (await nc.jetstream().stream_info(names.JOBS_STREAM)).state.messages
+    finally:
+        await nc.close()

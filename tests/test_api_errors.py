@@ -1,20 +1,9 @@
 """Bad input is refused at submit with a stable code, and a refused or failed submit leaves nothing behind."""
 
 import pytest
-from nats.aio.client import Client as NATS
 
-from pixq import names
 from tests.conftest import running_api
-from tests.helpers import form, make_image
-
-
-async def jobs_in_stream(settings) -> int:
-    nc = NATS()
-    await nc.connect(settings.nats_url)
-    try:
-        return (await nc.jetstream().stream_info(names.JOBS_STREAM)).state.messages
-    finally:
-        await nc.close()
+from tests.helpers import form, jobs_in_stream, make_image
 
 
 def stored_objects(settings) -> list:

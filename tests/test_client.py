@@ -27,7 +27,7 @@ from pixq import webhooks
 from pixq.client import (ApiError, AsyncClient, BatchItem, Client, ConnectionFailed, CropParams, ErrorCode,
                          EventsUnsupported, PipelineSpec, ResizeParams, RetryPolicy, StorageKeyInput, UploadIdInput,
                          WebhookVerificationFailed, verify_webhook)
-from pixq.client.retry import parse_retry_after
+from pixq.units import retry_after_seconds as parse_retry_after
 from pixq.schemas import BatchItemInput
 from pixq.storage import make_storage
 from tests.conftest import running_api, running_worker

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 from aiohttp import FormData
-from nats.aio.client import Client as NATS
 
 from api.app import create_app
 from pixq import names, quotas
@@ -22,7 +21,7 @@ from pixq.status import StatusStore
 from pixq.storage import make_storage
 from pixq.tenants import key_digest
 from tests.conftest import running_api, running_worker
-from tests.helpers import form, make_image, wait_for_status
+from tests.helpers import form, jobs_in_stream, make_image, wait_for_status
 
 CAPPED, OTHER, METERED = "capped-secret", "other-secret", "metered-secret"
 CAP = 3
@@ -75,15 +74,6 @@ async def refusals(api, tenant: str, quota: str) -> float:
     text = await (await api.get("/metrics")).text()
     prefix = f'pixq_quota_refusals_total{{quota="{quota}",tenant="{tenant}"}} '
     return next(float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix))
-
-
-async def jobs_in_stream(settings) -> int:
-    nc = NATS()
-    await nc.connect(settings.nats_url)
-    try:
-        return (await nc.jetstream().stream_info(names.JOBS_STREAM)).state.messages
-    finally:
-        await nc.close()
 
 
 async def created(settings, store: StatusStore) -> tuple[int, int, int, int]:

@@ -40,7 +40,6 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,7 +50,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Histogram
 
-from pixq import documents, names, outbound, queue, webhooks
+from pixq import documents, names, outbound, queue, units, webhooks
 from pixq.errors import PixqError, describe
 from pixq.jobs import utc_now
 from pixq.settings import Settings
@@ -102,19 +101,9 @@ class Response:
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds from now (delta-seconds or an HTTP date), capped at a day."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return min(float(value), RETRY_AFTER_MAX_SECONDS)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return min(max(0.0, when.timestamp() - (now if now is not None else time.time())), RETRY_AFTER_MAX_SECONDS)
+    """A receiver's ``Retry-After`` as seconds from now, capped at a day."""
+    seconds = units.retry_after_seconds(value, now)
+    return None if seconds is None else min(seconds, RETRY_AFTER_MAX_SECONDS)
 
 
 def iso_at(epoch: float) -> str:

@@ -16,8 +16,6 @@ module only says whether a given failure is worth another attempt and how long t
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 
 RETRY_ANY_CALL = frozenset({429})
 RETRY_IDEMPOTENT = frozenset({502, 503, 504})
@@ -51,20 +49,3 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(attempts=1)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` in seconds: delta-seconds or an HTTP date (RFC 9110); None when absent or
-    unreadable (then plain backoff applies)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())

@@ -19,7 +19,8 @@ import aiohttp
 
 from pixq import __version__
 from pixq.client.errors import ApiError, ConnectionFailed, EventsUnsupported, error_code
-from pixq.client.retry import RetryPolicy, parse_retry_after
+from pixq.client.retry import RetryPolicy
+from pixq.units import retry_after_seconds as parse_retry_after
 from pixq.client.sse import Dropped, ServerEvent, read_events
 
 USER_AGENT = f"pixq-client/{__version__}"
