@@ -1,19 +1,34 @@
 # pixq: `make up` runs the whole stack locally, `make test` runs the whole suite.
-# Both install what they need on a fresh Debian machine (run as root): nats-server and
-# redis-server from apt when missing, a .venv, and the package.
+# Both install what they need on a fresh Debian machine (run as root): nats-server,
+# redis-server and redis-sentinel from apt when missing, a .venv, and the package.
 
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 
-.PHONY: up test test-corpus bench openapi system-deps clean
+.PHONY: up test test-outages test-cluster-soak chaos test-corpus bench openapi system-deps clean
 
 up: system-deps $(STAMP)
 	$(PY) -m pixq.devstack
 
 test: system-deps $(STAMP) tools
 	$(PY) -m pytest
+
+# the issue-length outages (60 s storage cut, 30 s Redis SIGSTOP, nats-server restart); `make test` runs 8 s cuts
+test-outages: system-deps $(STAMP)
+	PIXQ_LONG_OUTAGES=1 $(PY) -m pytest tests/faults/test_outage_retries.py
+
+# the 3-node JetStream cluster faults (leader SIGKILL, SIGSTOP 10 s, rolling restart) 10 times over; `make test` runs them once
+test-cluster-soak: system-deps $(STAMP)
+	PIXQ_CLUSTER_ROUNDS=10 $(PY) -m pytest tests/cluster
+
+# random faults (worker/NATS node/API kills, Redis failovers, storage cuts) under mixed load, then the
+# invariants; CHAOS_SECONDS (default 600), CHAOS_SEED to replay, report in .pixq/chaos-report.md.
+# `make test` runs 60 s of it (tests/chaos/test_chaos_short.py)
+CHAOS_SECONDS ?= 600
+chaos: system-deps $(STAMP)
+	$(PY) -m tests.chaos --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) --report .pixq/chaos-report.md
 
 # every image of PIXQ_CORPUS_DIR (default: the vendored tests/fixtures), e.g.
 # make test-corpus PIXQ_CORPUS_DIR=/path/to/corpus  (a folder with pillow/ and sharp/ inside)
@@ -28,9 +43,9 @@ openapi: $(STAMP)
 	$(PY) -m api.openapi > docs/openapi.json
 
 system-deps:
-	@if ! command -v nats-server >/dev/null || ! command -v redis-server >/dev/null; then \
-	  echo "installing nats-server and redis-server with apt"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server redis-server >/dev/null; \
+	@if ! command -v nats-server >/dev/null || ! command -v redis-server >/dev/null || ! command -v redis-sentinel >/dev/null; then \
+	  echo "installing nats-server, redis-server and redis-sentinel with apt"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server redis-server redis-sentinel >/dev/null; \
 	fi
 	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null; \

@@ -149,9 +149,10 @@ class RateLimiter:
         self.cool_off = cool_off
         self.trusted = parse_networks(settings.trusted_proxies)
         self.ip_policies = policies(IP, settings.rate_limit_per_ip)
-        # Its own pool (same URL, credentials and TLS as the status store): during a Redis stall,
-        # connections held by abandoned checks never take the slots job-status writes need.
-        storage = RedisStorage(_limits_uri(settings.redis_url), implementation="redispy",
+        # Its own pool (same URL, credentials and TLS as the status store, and with REDIS_SENTINELS
+        # its own Sentinel client that follows a failover): during a Redis stall, connections
+        # held by abandoned checks never take the slots job-status writes need.
+        storage = RedisStorage(LIMITS_URI, implementation="redispy",
                                key_prefix=names.RATE_LIMIT_KEY_PREFIX, connection_pool=client.connection_pool)
         self.strategy = SlidingWindowCounterRateLimiter(storage)
         self._skip_until = 0.0
@@ -205,12 +206,10 @@ class RateLimiter:
         return Verdict(False, remaining, retry_after, over)
 
 
-def _limits_uri(redis_url: str) -> str:
-    """REDIS_URL in ``limits``' spelling (it takes ``unix://`` for Valkey unless told ``redis+unix``).
-    Only parsed: the connections come from our pool."""
-    if redis_url.startswith("unix://"):
-        return "async+redis+" + redis_url
-    return "async+" + redis_url
+LIMITS_URI = "async+redis://"
+"""What ``limits`` is told: only that the server is Redis. The connections come from our pool,
+so REDIS_URL is not handed over: ``limits`` would parse it and refuse a URL without a port
+(``redis://redis.internal/0``, valid for redis-py) or Sentinel mode's unused host."""
 
 
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 import structlog
+from nats.errors import Error as NatsError
 
 from api import direct_uploads, presets
 from api.context import ApiContext
@@ -18,7 +19,7 @@ from api.metrics import JOBS_SUBMITTED, QUOTA_REFUSALS
 from api.params import is_utf8
 from api.uploads import SubmitRequest
 from pixq import events, lifecycle, names, quotas, sources
-from pixq.errors import ErrorCode, PixqError
+from pixq.errors import ErrorCode, PixqError, describe
 from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType, Priority
 from pixq.queue import PublishUnconfirmed, publish_job
 from pixq.sniff import check_spec_fits, sniff
@@ -137,6 +138,7 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
     except BaseException as exc:
         if created:
             await ctx.deps.status.delete(job_id, tenant.name)
+            await _withdraw_queued_event(ctx, tenant.name, job_id)
         if claimed:
             await ctx.deps.status.release_idempotency_key(tenant.name, idempotency_key, job_id)
         if uploaded_key:
@@ -175,6 +177,31 @@ async def _leave_unconfirmed(ctx: ApiContext, job_id: str) -> bool:
         except PixqError:
             pass  # NATS is what failed: the queued event then stays the job's last one
     return True
+
+
+WITHDRAW_TIMEOUT_SECONDS = 2.0
+"""Bounds what withdrawing a refused submit's queued event adds to its 503 (a NATS user without
+the ``$JS.API.STREAM.PURGE.PIXQ_EVENTS`` permission gets no answer at all)."""
+
+
+async def _withdraw_queued_event(ctx: ApiContext, tenant: str, job_id: str) -> None:
+    """Remove the queued event sent ahead of a publish that then failed (the job never existed).
+
+    Without this, a 503 left that event in PIXQ_EVENTS: a tenant's event stream (SSE, long-poll,
+    replay) showed a job nobody could look up. On a JetStream cluster it is common: during a
+    PIXQ_JOBS leader election PIXQ_EVENTS (another Raft group) still stores the event while the
+    job's publish is refused (tests/cluster/test_node_faults.py). The purge follows the event
+    on the same connection, after at least the publish's round trip. Best effort: a reader
+    tailing live may already have seen it, and while NATS is unreachable it stays (logged)."""
+    if not ctx.deps.nc.is_connected:  # nats-py would buffer the request until its timeout
+        log.warning("queued_event_not_withdrawn", job_id=job_id, error="not connected to NATS")
+        return
+    try:
+        await asyncio.wait_for(ctx.deps.js.purge_stream(names.EVENTS_STREAM,
+                                                        subject=names.job_event_subject(tenant, job_id)),
+                               WITHDRAW_TIMEOUT_SECONDS)
+    except (NatsError, OSError, asyncio.TimeoutError) as exc:  # never turn the 503 into a 500
+        log.warning("queued_event_not_withdrawn", job_id=job_id, error=describe(exc))
 
 
 class _LostRace(Exception):

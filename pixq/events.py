@@ -76,6 +76,23 @@ async def publish_job_event(js: JetStreamContext, record: dict[str, Any]) -> Non
     await _publish(js, *_job_message(record))
 
 
+RECONNECT_GRACE_SECONDS = 1.0
+"""How long a submit waits for the API's NATS connection to come back before its 503: moving
+to another node of a cluster (its node restarted) takes ~10 ms (tests/cluster)."""
+RECONNECT_POLL_SECONDS = 0.02
+
+
+async def _connected(nc: NATS, grace: float) -> bool:
+    """Whether ``nc`` is connected, or reconnects within ``grace`` (nats-py has no awaitable
+    for it: the state is polled, briefly)."""
+    deadline = asyncio.get_running_loop().time() + grace
+    while not nc.is_connected:
+        if nc.is_closed or asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(RECONNECT_POLL_SECONDS)
+    return True
+
+
 async def send_job_event_ahead(nc: NATS, record: dict[str, Any]) -> None:
     """Send the event without waiting for JetStream's ack, ahead of the job's message.
 
@@ -83,7 +100,8 @@ async def send_job_event_ahead(nc: NATS, record: dict[str, Any]) -> None:
     server in order, so the queued event is stored before any worker can receive the job
     and announce ``processing``, without adding a round trip before the job's publish.
     ``publish_job_event`` afterwards confirms it (same Nats-Msg-Id: stored once)."""
-    if not nc.is_connected:  # nats-py would buffer it and send it after a reconnect, even for a 503
+    if not await _connected(nc, RECONNECT_GRACE_SECONDS):
+        # nats-py would buffer it and send it after a reconnect, even for a 503: refuse instead.
         raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, "queue unavailable: not connected to NATS")
     subject, event, msg_id = _job_message(record)
     try:

@@ -45,6 +45,11 @@ PUBLISH_TIMEOUT_SECONDS = 5.0
 PUBLISH_CONFIRM_SECONDS = 10.0
 """After a publish got no ack, how long the same message (same Nats-Msg-Id) is sent again to
 learn whether the first one landed; JetStream's duplicate window (120 s) covers it."""
+PUBLISH_LEADERLESS_SECONDS = 6.0
+"""How long a publish that no stream answered (no responders: on a JetStream cluster, PIXQ_JOBS
+between leaders) is sent again before the submit answers 503. A SIGKILLed leader's stream has a
+new one within ~2-6 s on nats-server 2.9 (tests/cluster/test_node_faults.py); nothing was stored,
+so asking again is safe (same Nats-Msg-Id besides)."""
 
 
 def jobs_stream_config(replicas: int = 1) -> StreamConfig:
@@ -387,13 +392,21 @@ async def publish_job(js: JetStreamContext, message: JobMessage) -> PubAck:
         # While reconnecting, nats-py would buffer the publish and send it after the reconnect,
         # even though we answer 503 first: refuse before anything is sent.
         raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, "queue unavailable: not connected to NATS")
-    try:
-        return await send(PUBLISH_TIMEOUT_SECONDS)
-    except (NoStreamResponseError, APIError) as exc:
-        # JetStream (or the absence of any stream on the subject) answered: nothing was stored.
-        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"queue unavailable: {describe(exc)}") from None
-    except (NatsError, OSError, asyncio.TimeoutError) as exc:
-        first_error = describe(exc)
+    leaderless_until = time.monotonic() + PUBLISH_LEADERLESS_SECONDS
+    while True:
+        try:
+            return await send(PUBLISH_TIMEOUT_SECONDS)
+        except (NoStreamResponseError, ServiceUnavailableError) as exc:
+            # Nothing stored; on a cluster, PIXQ_JOBS is electing a leader: ask again for a while.
+            if time.monotonic() < leaderless_until and connected():
+                await asyncio.sleep(0.2)
+                continue
+            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"queue unavailable: {describe(exc)}") from None
+        except APIError as exc:  # JetStream answered: nothing was stored
+            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"queue unavailable: {describe(exc)}") from None
+        except (NatsError, OSError, asyncio.TimeoutError) as exc:
+            first_error = describe(exc)
+            break
     log.warning("publish_unanswered", job_id=message.job_id, msg_id=msg_id, error=first_error)
 
     deadline = time.monotonic() + PUBLISH_CONFIRM_SECONDS
@@ -581,7 +594,11 @@ class LanePuller(Puller):
                 log.debug("pull_unanswered", consumer=self.durable, batch=batch)
                 break
             if JetStreamContext.is_status_msg(message):
-                break  # 404 / 408 / 409: JetStream ended this request
+                # 404 / 408 / 409: JetStream ended this request. 503 "no responders": nothing
+                # serves the consumer any more (deleted?), so check it at the next empty pull.
+                if message.header and message.header.get("Status") == "503":
+                    self._checked = 0.0
+                break
             received.append(message)
         return received
 

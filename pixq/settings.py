@@ -71,6 +71,24 @@ def parse_rate_limit(value: str) -> list[RateLimitItem]:
     return sorted(items, key=lambda item: item.get_expiry())
 
 
+def parse_host_ports(value: str | list | None) -> list[tuple[str, int]]:
+    """Comma-separated ``host:port`` addresses (``[::1]:26379`` for IPv6) as (host, port) pairs;
+    REDIS_SENTINELS. A missing or out-of-range port is refused: sentinels have no default port
+    worth guessing (26379 is only a convention)."""
+    if isinstance(value, list):
+        return [(str(host), int(port)) for host, port in value]
+    addresses: list[tuple[str, int]] = []
+    for item in filter(None, (part.strip() for part in (value or "").split(","))):
+        host, sep, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r}: expected host:port,host:port (e.g. 10.0.0.5:26379,[fd00::5]:26379)")
+        addresses.append((host, int(port)))
+    return addresses
+
+
+HostPorts = Annotated[list[tuple[str, int]], NoDecode, BeforeValidator(parse_host_ports)]
+
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -86,8 +104,8 @@ def parse_networks(value: str) -> list[IpNetwork]:
     return networks
 
 
-SECRET_FIELDS = ("nats_url", "redis_url", "minio_access_key", "minio_secret_key", "url_signing_key",
-                 "api_keys", "admin_api_keys", "webhook_secrets")
+SECRET_FIELDS = ("nats_url", "redis_url", "redis_sentinel_password", "minio_access_key", "minio_secret_key",
+                 "url_signing_key", "api_keys", "admin_api_keys", "webhook_secrets")
 """Settings that may hold a secret: each also accepts ``<NAME>_FILE`` and refuses placeholders."""
 
 PLACEHOLDER = "CHANGE_ME"
@@ -107,6 +125,11 @@ class Settings(BaseSettings):
     nats_tls_key_file: Path | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_tls_ca_file: Path | None = None
+    redis_sentinels: HostPorts = []
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: str = ""
+    redis_wait_replicas: int = Field(0, ge=0, le=16)
+    redis_wait_timeout: Duration = 0.1
 
     # Object storage
     storage_type: Literal["local", "minio"] = "local"
@@ -173,6 +196,7 @@ class Settings(BaseSettings):
     job_timeout: Duration = 60.0
     ack_wait: Duration = 30.0
     worker_shutdown_grace: Duration = 25.0
+    outage_hold_max: Duration = 300.0
     vips_concurrency: int = Field(1, ge=1, le=64)
     vips_cache_max_ops: int = Field(0, ge=0)
 
@@ -204,6 +228,13 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected redis://host:port/db")
+        return value
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _sentinel_master(cls, value: str) -> str:
+        if value != value.strip() or any(char.isspace() for char in value):
+            raise ValueError("expected the master's name as in the sentinels' 'sentinel monitor <name> ...' line")
         return value
 
     @field_validator("rate_limit", "rate_limit_per_ip")
@@ -316,6 +347,14 @@ class Settings(BaseSettings):
                 raise ValueError("STORAGE_SSE: kms needs STORAGE_SECURE=true (S3 accepts SSE-KMS over HTTPS only)")
         if self.redis_tls_ca_file and not self.redis_url.startswith("rediss://"):
             raise ValueError("REDIS_TLS_CA_FILE: needs a rediss:// REDIS_URL (the CA verifies TLS)")
+        if self.redis_sentinels and not self.redis_sentinel_master:
+            raise ValueError("REDIS_SENTINEL_MASTER: needed with REDIS_SENTINELS (the master's name in the "
+                             "sentinels' configuration)")
+        if self.redis_sentinel_master and not self.redis_sentinels:
+            raise ValueError("REDIS_SENTINELS: needed with REDIS_SENTINEL_MASTER (host:port of each sentinel)")
+        if self.redis_sentinels and self.redis_url.startswith("unix://"):
+            raise ValueError("REDIS_URL: unix:// cannot be used with REDIS_SENTINELS (the sentinels name the "
+                             "master by host and port; REDIS_URL gives only credentials, db and TLS)")
         if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
             raise ValueError("NATS_TLS_CERT_FILE: set NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE together")
         if self.nats_creds_file and self.nats_nkey_seed_file:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from pixq import history, names, quotas
 from pixq.batches import BatchStore
@@ -141,12 +141,27 @@ def _decode(raw: dict[str, str]) -> dict[str, Any]:
     return record
 
 
+class Unreplicated(PixqError):
+    """An applied status write no replica confirmed within REDIS_WAIT_TIMEOUT: a failover now
+    could lose it, so pixq treats it as not written (the same write again is harmless)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.STATUS_UNAVAILABLE, message)
+
+
 class StatusStore:
     """Reads and writes job statuses; raises PixqError(STATUS_UNAVAILABLE) when Redis is down."""
 
-    def __init__(self, client: redis.Redis, job_ttl: float = 7 * 86400) -> None:
+    def __init__(self, client: redis.Redis, job_ttl: float = 7 * 86400, wait_replicas: int = 0,
+                 wait_timeout: float = 0.1) -> None:
         self.client = client
         self.job_ttl = int(job_ttl)
+        self.wait_replicas = wait_replicas
+        """Replicas that must confirm each applied status write (Redis WAIT) before it counts:
+        Redis replicates asynchronously, so a write the master acknowledged and then lost in a
+        failover would otherwise be final for pixq. Unconfirmed, it is a failed write (the
+        worker puts it in the outbox, the API answers 503), which is safe to repeat."""
+        self.wait_timeout_ms = max(1, int(wait_timeout * 1000))
         self._advance = client.register_script(_ADVANCE)
         self._reserve = client.register_script(_RESERVE)
         self.batches = BatchStore(client, self.job_ttl)
@@ -154,8 +169,10 @@ class StatusStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "StatusStore":
-        """On REDIS_URL, with credentials and TLS as pixq.transport sets them up."""
-        return cls(redis_client(settings))
+        """On REDIS_URL, with credentials and TLS as pixq.transport sets them up; status writes
+        wait for REDIS_WAIT_REPLICAS replicas (docs/reliability.md, "Redis high availability")."""
+        return cls(redis_client(settings), wait_replicas=settings.redis_wait_replicas,
+                   wait_timeout=settings.redis_wait_timeout)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -210,16 +227,43 @@ class StatusStore:
         for key, value in fields.items():
             flat += [key, _encode(value)]
         try:
-            applied = await self._advance(keys=[names.job_key(job_id)],
-                                          args=[generation, attempt, int(PHASE_OF[status]), self.job_ttl,
-                                                json.dumps(options), *flat])
+            applied = await self._apply([names.job_key(job_id)],
+                                        [generation, attempt, int(PHASE_OF[status]), self.job_ttl,
+                                         json.dumps(options), *flat])
         except (RedisError, OSError) as exc:
             raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+        except Unreplicated:
+            if quota is not None:  # a create: leave nothing behind on the master either
+                await self.delete(job_id, fields.get("tenant") or "")
+            raise
         if quota is not None and applied in (-1, -2):
             raise self._refusal(applied, quota, 1, moment)
         if not isinstance(applied, list):
             return None
         return _decode(dict(zip(applied[::2], applied[1::2])))
+
+    async def _apply(self, keys: list[str], args: list[Any]) -> Any:
+        """Run the status script; with ``wait_replicas``, in one round trip with ``WAIT`` on the
+        same connection (WAIT counts only that connection's writes), raising Unreplicated when
+        an applied write was not confirmed in time."""
+        if not self.wait_replicas:
+            return await self._advance(keys=keys, args=args)
+        for _ in range(2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self._advance.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                applied, confirmed = await pipe.execute(raise_on_error=False)
+            if isinstance(applied, NoScriptError):  # a new master after a failover: load it once
+                await self.client.script_load(_ADVANCE)
+                continue
+            for answer in (applied, confirmed):
+                if isinstance(answer, Exception):
+                    raise answer
+            if isinstance(applied, list) and int(confirmed) < self.wait_replicas:
+                raise Unreplicated(f"status write confirmed by {confirmed} of {self.wait_replicas} replicas "
+                                   f"within {self.wait_timeout_ms} ms (REDIS_WAIT_REPLICAS)")
+            return applied
+        raise NoScriptError("status script not loaded")
 
     async def get(self, job_id: str) -> dict | None:
         """The stored status as a dict with JSON fields decoded, or None for an unknown job."""

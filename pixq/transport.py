@@ -8,7 +8,8 @@ reads one file. docs/security-transport.md describes the configuration.
 - NATS (nats-py): credentials from NATS_URL, a JWT ``.creds`` file or an nkey seed file;
   TLS (server verification, optionally a client certificate) from NATS_TLS_* files.
 - Redis (redis-py): password or ACL user in REDIS_URL; ``rediss://`` for TLS, with
-  REDIS_TLS_CA_FILE for a private CA.
+  REDIS_TLS_CA_FILE for a private CA. With REDIS_SENTINELS the master is found through
+  Sentinel (REDIS_SENTINEL_PASSWORD for the sentinels themselves).
 - S3 (minio SDK): STORAGE_CA_FILE for a private CA behind STORAGE_SECURE=true;
   STORAGE_SSE asks for encryption at rest on every write.
 """
@@ -23,10 +24,22 @@ import urllib3
 from minio.sse import Sse, SseKMS, SseS3
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
 
 from pixq.settings import Settings
 
 # --- NATS --------------------------------------------------------------------------------
+
+NATS_PING_INTERVAL_SECONDS = 2.0
+NATS_MAX_OUTSTANDING_PINGS = 2
+"""A server that stops answering (frozen process, stalled VM, a half-open TCP connection) is
+declared stale after about (MAX_OUTSTANDING_PINGS + 1) x PING_INTERVAL = 6 s, and the client
+reconnects to another server of NATS_URL. nats-py's defaults (120 s x 2) kept a client on a
+frozen cluster node for 4 minutes: every publish timed out and submits answered 503
+(tests/cluster/test_node_faults.py freezes a node for 10 s). One PING every 2 s per connection."""
 
 
 class NatsPlaintextRefused(NatsError):
@@ -120,7 +133,8 @@ def nats_connect_options(settings: Settings, tls_in_use: Callable[[], bool] | No
     JWT authentication never send their secret seed, only a signature of the server's nonce.)
     """
     servers, user, password, token = split_nats_credentials(settings.nats_url)
-    options: dict[str, Any] = {"servers": servers}
+    options: dict[str, Any] = {"servers": servers, "ping_interval": NATS_PING_INTERVAL_SECONDS,
+                               "max_outstanding_pings": NATS_MAX_OUTSTANDING_PINGS}
     guard = tls_in_use if (tls_in_use is not None and nats_tls_wanted(settings)) else None
 
     def secret(value: str) -> str | Callable[[], str]:
@@ -159,6 +173,9 @@ def redis_client(settings: Settings) -> redis.Redis:
 
     Short timeouts: a Redis outage surfaces as STATUS_UNAVAILABLE (and readiness false)
     within seconds instead of hanging requests; a wrong password does the same.
+
+    With REDIS_SENTINELS, the master of REDIS_SENTINEL_MASTER as the sentinels name it
+    (``sentinel_master_client``); REDIS_URL then gives only credentials, db and TLS.
     """
     options: dict[str, Any] = dict(decode_responses=True, socket_connect_timeout=2, socket_timeout=5,
                                    health_check_interval=10)
@@ -166,9 +183,62 @@ def redis_client(settings: Settings) -> redis.Redis:
         options.update(ssl_cert_reqs="required", ssl_check_hostname=True, ssl_min_version=ssl.TLSVersion.TLSv1_2)
         if settings.redis_tls_ca_file:
             options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+    if settings.redis_sentinels:
+        return sentinel_master_client(settings, options)
     pool = redis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=REDIS_MAX_CONNECTIONS,
                                                  timeout=REDIS_POOL_WAIT_SECONDS, **options)
     return redis.Redis(connection_pool=pool)
+
+
+class BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """redis-py's Sentinel pool (each new connection asks the sentinels where the master is;
+    a connection that meets a demoted master, READONLY, is dropped) with the blocking pool's
+    wait for a free connection, for the reason given at REDIS_MAX_CONNECTIONS. redis-py ships
+    the Sentinel pool only on top of the plain, non-blocking pool."""
+
+
+class SentinelMasterClient(redis.Redis):
+    """The master's client that also closes its connections to the sentinels (redis-py leaves
+    them to the ``Sentinel`` object, which nothing else in pixq keeps)."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        await self.connection_pool.sentinel_manager.aclose()
+
+
+def sentinel_master_client(settings: Settings, options: dict[str, Any]) -> redis.Redis:
+    """A client of the current master of REDIS_SENTINEL_MASTER, found through REDIS_SENTINELS.
+
+    Failover is redis-py's: a new connection asks the sentinels (the first that answers and
+    sees the master up) for the master's address, and idle connections to a former master are
+    closed when the address changes. During the gap (down-after-milliseconds plus the
+    election, seconds) commands fail as with a single Redis down: STATUS_UNAVAILABLE, and a
+    worker's status writes go to its outbox (worker/status_writer.py).
+
+    REDIS_URL's user, password, db and query options and its TLS (``rediss://``,
+    REDIS_TLS_CA_FILE) apply to the master and replicas; its host and port are not used. The
+    sentinels are reached with TLS too when REDIS_URL is ``rediss://`` (Redis serves both from
+    one ``tls-port`` setup), and authenticate with REDIS_SENTINEL_PASSWORD if set: a sentinel's
+    ``requirepass`` is its own, not the master's.
+    """
+    tls = settings.redis_url.startswith("rediss://")
+    from_url = {name: value for name, value in parse_url(settings.redis_url).items()
+                if name not in ("host", "port", "connection_class")}
+    # One try per sentinel: discover_master moves on to the next one, so redis-py's default retry
+    # (10 tries with backoff, ~4 s) would only delay that, on every new connection while a
+    # sentinel is down or refuses the password.
+    sentinel_options: dict[str, Any] = {name: value for name, value in options.items()
+                                        if name.startswith(("socket_", "ssl_"))}
+    sentinel_options["retry"] = Retry(NoBackoff(), 0)
+    if tls:
+        sentinel_options["ssl"] = True
+    if settings.redis_sentinel_password:
+        sentinel_options["password"] = settings.redis_sentinel_password
+    sentinel = Sentinel(settings.redis_sentinels, sentinel_kwargs=sentinel_options)
+    return sentinel.master_for(settings.redis_sentinel_master, redis_class=SentinelMasterClient,
+                               connection_pool_class=BlockingSentinelPool, ssl=tls,
+                               max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_POOL_WAIT_SECONDS,
+                               **{**options, **from_url})  # the URL's options win, as in from_url
 
 
 # --- S3 ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.timeout(60)
 SAMPLES = {
     "nats_url": ("nats://pixq:n%40ts-pw@nats.internal:4222", "nats://pixq:n%40ts-pw@nats.internal:4222"),
     "redis_url": ("rediss://pixq:r3dis-pw@redis.internal:6380/0", "rediss://pixq:r3dis-pw@redis.internal:6380/0"),
+    "redis_sentinel_password": ("s3ntinel-pw", "s3ntinel-pw"),
     "minio_access_key": ("pixq-access", "pixq-access"),
     "minio_secret_key": ("pixq-secret-0123456789", "pixq-secret-0123456789"),
     "url_signing_key": ("c2lnbmluZy1rZXk", "c2lnbmluZy1rZXk"),

@@ -14,6 +14,11 @@ job done, announces it again (pixq.lifecycle, idempotent) and acks it then.
 Failures follow worker.retry: permanent codes fail the job at once; transient ones are
 nak'ed with RETRY_BACKOFF's delay (JetStream redelivers; the worker never sleeps on a job)
 until the final attempt, which goes to the DLQ.
+
+Outages are not failures (worker.outage): while storage, Redis or NATS is down the loop pulls
+nothing, and an attempt that fails because of the outage is held on its delivery (in-progress
+acks go on) and runs again in place once every dependency answers, up to OUTAGE_HOLD_MAX.
+No nak, so JetStream counts no delivery and the job's retries stay whole.
 """
 
 import asyncio
@@ -28,12 +33,13 @@ from pydantic import ValidationError
 
 from pixq import names, queue
 from pixq.errors import ErrorCode, PixqError
-from pixq.jobs import TERMINAL_STATUSES, JobMessage, JobStatus, Priority, parse_priority_weights
+from pixq.jobs import TERMINAL_STATUSES, JobMessage, JobResult, JobStatus, Priority, parse_priority_weights
 from pixq.settings import Settings
 from pixq.status import StatusStore
 from worker.dead_letter import dead_letter, dlq_entry, publish_dead
 from worker.execute import JobRunner
 from worker.metrics import IN_FLIGHT, JOB_SECONDS, JOBS
+from worker.outage import OutageGate
 from worker.retry import is_final_attempt, next_attempt_at, retry_delay
 from worker.status_writer import StatusWriter, Written, announce_logged
 
@@ -85,8 +91,9 @@ class LaneSchedule:
 
 class Consumer:
     def __init__(self, settings: Settings, js: JetStreamContext, status: StatusStore, writer: StatusWriter,
-                 runner: JobRunner) -> None:
+                 runner: JobRunner, gate: OutageGate) -> None:
         self.settings = settings
+        self.gate = gate
         self.js = js
         self.status = status
         self.writer = writer
@@ -116,6 +123,11 @@ class Consumer:
                     await asyncio.wait({*self.tasks, stopping}, timeout=FULL_WAIT_SECONDS,
                                        return_when=asyncio.FIRST_COMPLETED)
                     stopping.cancel()
+                    continue
+                if not self.gate.all_up:
+                    # A dependency is down: take no job (it could only fail, or wait here while
+                    # another worker might run it); come round every few seconds for /health/live.
+                    await self._paused(stop)
                     continue
                 messages = await self.take(free)
                 if not messages:
@@ -148,6 +160,14 @@ class Consumer:
         if dry:
             self.schedule.reset()
         return taken + from_batch
+
+    async def _paused(self, stop: asyncio.Event) -> None:
+        """Wait until every dependency answers again, stop is set, or FULL_WAIT_SECONDS pass."""
+        stopping = asyncio.ensure_future(stop.wait())
+        recovered = asyncio.ensure_future(self.gate.wait_up(FULL_WAIT_SECONDS))
+        await asyncio.wait({stopping, recovered}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        recovered.cancel()
 
     async def abandon(self) -> None:
         """Cancel every job in flight now; each hands its message back (nak)."""
@@ -193,8 +213,7 @@ class Consumer:
         IN_FLIGHT.inc()
         started = time.perf_counter()
         try:
-            result = (await self.runner.run(job)).stored()
-            await self._finish(message, await self.writer.write(job, attempt, JobStatus.COMPLETED, result=result))
+            await self._finish(message, await self._attempt(job, attempt, job_log))
             JOBS.labels(job.type.value, "completed").inc()
             job_log.info("job_completed", seconds=round(time.perf_counter() - started, 4))
         except asyncio.CancelledError:
@@ -210,6 +229,19 @@ class Consumer:
             heartbeat.cancel()
             IN_FLIGHT.dec()
             JOB_SECONDS.labels(job.type.value).observe(time.perf_counter() - started)
+
+    async def _attempt(self, job: JobMessage, attempt: int, job_log) -> Written:
+        """Run the job and record it completed; an outage holds it and runs it again in place
+        (same delivery, same attempt) once the dependencies answer (worker.outage)."""
+        held_since: float | None = None
+        while True:
+            try:
+                result: JobResult = await self.runner.run(job)
+                return await self.writer.write(job, attempt, JobStatus.COMPLETED, result=result.stored())
+            except PixqError as exc:
+                held_since = held_since or time.monotonic()
+                if not await self.gate.hold(exc, held_since, job_log):
+                    raise
 
     async def _finish(self, message: Msg, written: Written) -> None:
         """Ack a job whose terminal status is recorded, unless its event is still unpublished:

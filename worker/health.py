@@ -1,4 +1,8 @@
-"""The worker's small HTTP server on METRICS_PORT: /metrics, /health/live, /health/ready."""
+"""The worker's small HTTP server on METRICS_PORT: /metrics, /health/live, /health/ready.
+
+Readiness is the outage gate's probe (worker.outage): 503 exactly while the worker takes no
+job because a dependency is down. Liveness only asks whether the pull loop comes round; a loop
+paused by the gate still does, every few seconds, so an outage never reads as a wedged worker."""
 
 import time
 from collections.abc import Awaitable, Callable

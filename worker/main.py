@@ -1,7 +1,7 @@
 """`pixq-worker`: consume jobs until SIGTERM, then drain within WORKER_SHUTDOWN_GRACE and exit 0.
 
 The worker's loops (job consumer, advisory mover, outbox drainer, webhook deliverer, gauge
-sampler, bucket-event ingest) run in one asyncio.TaskGroup: when any of them fails (or ends while the worker is
+sampler, bucket-event ingest, outage gate) run in one asyncio.TaskGroup: when any of them fails (or ends while the worker is
 not stopping), the others are cancelled (in-flight jobs are handed back to JetStream) and the
 process exits 1, so Kubernetes restarts it rather than leaving a half-dead worker running.
 """
@@ -31,6 +31,7 @@ from worker.health import create_health_app
 from worker.ingest import Ingestor
 from worker.imaging.vips_setup import configure_vips
 from worker.memory import limit_malloc_arenas
+from worker.outage import OutageGate
 from pixq.jobs import Priority
 from worker.metrics import DLQ_MESSAGES, LANE_BACKLOG, QUEUE_BACKLOG, QUEUE_PENDING
 from worker.status_writer import OutboxDrainer, StatusWriter
@@ -114,17 +115,20 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         limits = Limits.from_settings(settings)
         runner = JobRunner(deps.storage, limits, settings.worker_concurrency, settings.job_timeout,
                            sources=SourceFetcher(settings, limits))
-        consumer = Consumer(settings, js, status, writer, runner)
-        health = web.AppRunner(create_health_app(lambda: consumer.last_fetch, deps.check), access_log=None)
+        gate = OutageGate(deps.check, settings.outage_hold_max)
+        await gate.probe()  # a worker started during an outage takes no job until it ends
+        consumer = Consumer(settings, js, status, writer, runner, gate)
+        health = web.AppRunner(create_health_app(lambda: consumer.last_fetch, gate.probe), access_log=None)
         await health.setup()
         if settings.metrics_port:
             await web.TCPSite(health, "0.0.0.0", settings.metrics_port).start()
 
         log.info("worker_started", concurrency=settings.worker_concurrency, metrics_port=settings.metrics_port,
-                 storage=settings.storage_type, max_retries=settings.max_retries, job_timeout=settings.job_timeout)
+                 storage=settings.storage_type, max_retries=settings.max_retries, job_timeout=settings.job_timeout,
+                 outage_hold_max=settings.outage_hold_max)
         await run_loops({"consumer": consumer.run(stop), "advisory_mover": AdvisoryMover(js, writer).run(stop),
                          "outbox_drainer": OutboxDrainer(js, status).run(stop),
-                         "gauges": sample_queue_gauges(js, stop),
+                         "gauges": sample_queue_gauges(js, stop), "outage_gate": gate.run(stop),
                          "webhooks": WebhookDeliverer(settings, js, status, deps.storage).run(stop),
                          "ingest": Ingestor(settings, load_presets(settings), deps.nc, js, status).run(stop)},
                         stop)

@@ -30,9 +30,18 @@ LANE_BACKLOG = Gauge("pixq_queue_lane_backlog_messages",
                      "One lane's share of pixq_queue_backlog_messages (num_pending + num_ack_pending of its "
                      "consumer)", ["priority"])
 DLQ_MESSAGES = Gauge("pixq_dlq_messages", "Dead jobs held in the dead-letter stream")
+DEPENDENCY_UP = Gauge("pixq_worker_dependency_up",
+                      "1 while the dependency answers this worker's probe, 0 while it is down (the worker "
+                      "then pulls no job and holds its in-flight ones; worker.outage)", ["dependency"])
+OUTAGE_HOLDS = Counter("pixq_worker_outage_holds_total",
+                       "Attempts that met a confirmed outage of a dependency and were held (no retry spent) "
+                       "instead of failing", ["dependency"])
 
 for _type in JobType:
     for _outcome in OUTCOMES:
         JOBS.labels(_type.value, _outcome)
 for _lane in Priority:
     LANE_BACKLOG.labels(_lane.value)
+for _dependency in ("nats", "redis", "storage"):
+    DEPENDENCY_UP.labels(_dependency)
+    OUTAGE_HOLDS.labels(_dependency)

@@ -1,7 +1,10 @@
 """The retry policy as pure functions: one immediate retry, then exponential backoff, then the DLQ.
 
 ``attempt`` is JetStream's delivery count (1 for the first try). MAX_RETRIES retries follow
-the first attempt, so a job gets MAX_RETRIES + 1 attempts in all.
+the first attempt, so a job gets MAX_RETRIES + 1 attempts in all. An outage of storage, Redis
+or NATS adds no delivery: the worker holds the attempt on its delivery and runs it again in
+place (worker.outage), so the delivery count stays a count of the job's own failures (and of
+crashes) for up to OUTAGE_HOLD_MAX of outage per delivery.
 """
 
 from datetime import datetime, timedelta, timezone

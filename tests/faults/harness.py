@@ -347,3 +347,91 @@ def exited(proc: Proc) -> Callable[[], Awaitable[int | None]]:
 def kill(proc: Proc) -> None:
     os.kill(proc.process.pid, signal.SIGKILL)
     proc.process.wait(timeout=10)
+
+
+class SubmitLoad:
+    """A stream of submits (each with its own Idempotency-Key) from ``concurrency`` tasks, for
+    faults that must happen under load. Every answer is kept as (HTTP status, body, key); an
+    accepted job is handed to ``recorder`` at once, so its statuses are watched through the fault.
+
+    ``pause()`` waits for the submits in progress to finish and holds new ones (to cut a
+    dependency between submits); ``resume()`` lets them go again."""
+
+    def __init__(self, http: aiohttp.ClientSession, api_url: str, kind: str = "small", concurrency: int = 3,
+                 recorder: StatusRecorder | None = None, pace: float = 0.0) -> None:
+        self.http = http
+        self.pace = pace
+        """Seconds each submitter rests after an answer: sets the load's rate (at most
+        concurrency / pace submits a second), so a test's job count stays small; no synchronisation."""
+        self.api_url = api_url
+        self.kind = kind
+        self.concurrency = concurrency
+        self.recorder = recorder
+        self.outcomes: list[tuple[int, dict, str]] = []
+        self._stop = asyncio.Event()
+        self._gate = asyncio.Event()
+        self._gate.set()
+        self._busy = 0
+        self._tasks: list[asyncio.Task] = []
+
+    async def _submitter(self) -> None:
+        while not self._stop.is_set():
+            await self._gate.wait()
+            if self._stop.is_set():
+                return
+            key = os.urandom(12).hex()
+            self._busy += 1
+            try:
+                status, body = await submit(self.http, self.api_url, self.kind, headers={"Idempotency-Key": key})
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                status, body = -1, {"exception": repr(exc)}
+            finally:
+                self._busy -= 1
+            self.outcomes.append((status, body, key))
+            if status == 202 and self.recorder is not None:
+                self.recorder.track(body["job_id"])
+            if self.pace:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), self.pace)
+                except asyncio.TimeoutError:
+                    pass
+
+    def start(self) -> "SubmitLoad":
+        self._tasks = [asyncio.create_task(self._submitter()) for _ in range(self.concurrency)]
+        return self
+
+    async def stop(self) -> None:
+        self._stop.set()
+        self._gate.set()
+        await asyncio.gather(*self._tasks)
+
+    async def pause(self, timeout: float = 30.0) -> None:
+        self._gate.clear()
+        await wait_until(lambda: asyncio.sleep(0, self._busy == 0), timeout, "submits in progress to finish")
+
+    def resume(self) -> None:
+        self._gate.set()
+
+    def count(self, status: int) -> int:
+        return sum(1 for outcome in self.outcomes if outcome[0] == status)
+
+    async def wait_accepted(self, more: int, timeout: float, what: str) -> None:
+        """Wait until ``more`` submits beyond those already answered were accepted."""
+        target = self.count(202) + more
+        await wait_until(lambda: asyncio.sleep(0, self.count(202) >= target), timeout,
+                         f"{more} more submits accepted ({what}); answers so far: {self.answers()}")
+
+    def answers(self) -> dict[int, int]:
+        """How many submits got each HTTP status (-1: no HTTP answer)."""
+        counts: dict[int, int] = {}
+        for status, _, _ in self.outcomes:
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    @property
+    def jobs(self) -> list[str]:
+        return [body["job_id"] for status, body, _ in self.outcomes if status == 202]
+
+    @property
+    def accepted_keys(self) -> list[str]:
+        return [key for status, _, key in self.outcomes if status == 202]

@@ -23,7 +23,7 @@ async def test_worker_exits_non_zero_when_a_loop_loses_its_consumer(make_stack, 
     worker = stack.spawn_worker()
     async with JetStreamProbe(nats.port) as probe:
         await probe.js.delete_consumer(stream, consumer)
-        (code,) = await wait_until(exited(worker), 20, f"the worker to exit after {consumer} was deleted")
+        (code,) = await wait_until(exited(worker), 30, f"the worker to exit after {consumer} was deleted")
         assert code == 1, stack.logs()
         events = [json.loads(line) for line in worker.log.read_text().splitlines() if line.startswith("{")]
         failed = {event.get("loop") for event in events if event.get("event") == "worker_loop_failed"}
