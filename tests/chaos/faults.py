@@ -32,7 +32,7 @@ import redis
 import redis.asyncio as aioredis
 
 from tests.chaos.stack import WORKERS, Api, ChaosStack, wait_ready
-from tests.faults.harness import wait_until
+from tests.faults.harness import BackgroundLoop, wait_until
 from tests.redis_sentinel import DATA_PASSWORD, MASTER_NAME, SENTINEL_PASSWORD, wait_failover
 from tests.servers import ServerProcess
 
@@ -56,7 +56,7 @@ class Fault:
 
 
 @dataclass
-class Supervisor:
+class Supervisor(BackgroundLoop):
     """Keeps WORKERS workers alive, like a Deployment's ReplicaSet."""
 
     stack: ChaosStack
@@ -78,18 +78,6 @@ class Supervisor:
             for _ in range(max(0, missing)):
                 await asyncio.to_thread(self.stack.start_worker, None)
             await asyncio.sleep(0.5)  # a controller's resync period, not synchronisation
-
-    def start(self) -> "Supervisor":
-        self._task = asyncio.create_task(self._loop())
-        return self
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
 
 class Injector:

@@ -27,6 +27,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.chaos.stack import Api, ChaosStack
+from tests.faults.harness import BackgroundLoop
 from tests.helpers import make_image
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -65,7 +66,7 @@ class Submit:
     """The answer's ``error.code`` (e.g. STORAGE_UNAVAILABLE on a 503)."""
 
 
-class StatusLog:
+class StatusLog(BackgroundLoop):
     """Every known job's observed (time, status, attempts) sequence, from GET /api/v1/jobs/{id}."""
 
     def __init__(self, http: aiohttp.ClientSession, stack: ChaosStack, rng: random.Random) -> None:
@@ -120,18 +121,6 @@ class StatusLog:
         while True:
             await self.poll_once()
             await asyncio.sleep(0.2)  # polling cadence of an observer, not synchronisation
-
-    def start(self) -> "StatusLog":
-        self._task = asyncio.create_task(self._loop())
-        return self
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     def unfinished(self) -> list[str]:
         return [job for job, history in self.seen.items() if not history or history[-1][1] not in TERMINAL]

@@ -219,7 +219,28 @@ async def metric(http: aiohttp.ClientSession, proc: Proc, name: str, labels: str
     return total
 
 
-class StatusRecorder:
+class BackgroundLoop:
+    """A task running ``_loop`` between ``start`` and ``stop`` (recorders, supervisors)."""
+
+    _task: asyncio.Task | None = None
+
+    async def _loop(self) -> None:
+        raise NotImplementedError
+
+    def start(self):
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+
+class StatusRecorder(BackgroundLoop):
     """Polls every job it is given and keeps each job's sequence of observed (status, attempts).
 
     ``assert_monotonic`` checks that no job was ever seen to move backwards: attempts never
@@ -258,18 +279,6 @@ class StatusRecorder:
         while True:
             await self.poll_once()
             await asyncio.sleep(0.05)
-
-    def start(self) -> "StatusRecorder":
-        self._task = asyncio.create_task(self._loop())
-        return self
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     def latest(self, job_id: str) -> tuple[str, int] | None:
         history = self.seen.get(job_id)
