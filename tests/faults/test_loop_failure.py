@@ -23,7 +23,9 @@ async def test_worker_exits_non_zero_when_a_loop_loses_its_consumer(make_stack, 
     worker = stack.spawn_worker()
     async with JetStreamProbe(nats.port) as probe:
         await probe.js.delete_consumer(stream, consumer)
-        (code,) = await wait_until(exited(worker), 30, f"the worker to exit after {consumer} was deleted")
+        # The loops notice a deleted consumer within seconds (an idle pull checks it every 5 s);
+        # the bound is generous because clean-clone runs on a loaded 2-core machine took > 30 s.
+        (code,) = await wait_until(exited(worker), 60, f"the worker to exit after {consumer} was deleted")
         assert code == 1, stack.logs()
         events = [json.loads(line) for line in worker.log.read_text().splitlines() if line.startswith("{")]
         failed = {event.get("loop") for event in events if event.get("event") == "worker_loop_failed"}
