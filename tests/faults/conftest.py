@@ -6,6 +6,7 @@ import aiohttp
 import pytest
 
 from tests.faults.harness import FaultStack
+from tests.faults.tcp_proxy import ToggleProxy
 from tests.stack import stack_env
 
 FAST = {"ACK_WAIT": "2s", "MAX_RETRIES": "3", "RETRY_BACKOFF": "0s,500ms,1s", "JOB_TIMEOUT": "20s",
@@ -32,6 +33,15 @@ def make_stack(nats, redis_proc, tmp_path) -> Callable[..., FaultStack]:
 async def http():
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         yield session
+
+
+@pytest.fixture
+def proxy(s3_endpoint):
+    """A cuttable TCP proxy in front of the S3 endpoint (workers reach storage through it)."""
+    host, port = s3_endpoint.rsplit(":", 1)
+    proxy = ToggleProxy(host, int(port)).start()
+    yield proxy
+    proxy.stop()
 
 
 def pytest_collection_modifyitems(items):

@@ -16,11 +16,9 @@ import signal
 import time
 import uuid
 
-import pytest
 
 from pixq import names
 from tests.faults.harness import JetStreamProbe, StatusRecorder, accepted, get_json, metric, wait_until
-from tests.faults.tcp_proxy import ToggleProxy
 
 LONG = os.environ.get("PIXQ_LONG_OUTAGES") == "1"
 RETRIES = {"MAX_RETRIES": "3", "RETRY_BACKOFF": "1s,2s,4s", "ACK_WAIT": "3s", "OUTAGE_HOLD_MAX": "5m"}
@@ -28,14 +26,6 @@ RETRIES = {"MAX_RETRIES": "3", "RETRY_BACKOFF": "1s,2s,4s", "ACK_WAIT": "3s", "O
 JOBS = 30
 STORAGE_CUT = 60.0 if LONG else 8.0
 REDIS_STOP = 30.0 if LONG else 8.0
-
-
-@pytest.fixture
-def proxy(s3_endpoint):
-    host, port = s3_endpoint.rsplit(":", 1)
-    proxy = ToggleProxy(host, int(port)).start()
-    yield proxy
-    proxy.stop()
 
 
 async def _not_ready(http, worker, dependency: str):

@@ -4,20 +4,10 @@ and pulls no other; once storage forwards again every job completes on its first
 
 import uuid
 
-import pytest
 
 from tests.faults.harness import StatusRecorder, accepted, get_json, metric, wait_job, wait_until
-from tests.faults.tcp_proxy import ToggleProxy
 
 JOBS = 4
-
-
-@pytest.fixture
-def proxy(s3_endpoint):
-    host, port = s3_endpoint.rsplit(":", 1)
-    proxy = ToggleProxy(host, int(port)).start()
-    yield proxy
-    proxy.stop()
 
 
 async def test_storage_outage_holds_jobs_then_completes_on_first_attempt(make_stack, http, s3_endpoint, proxy):
