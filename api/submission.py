@@ -21,7 +21,8 @@ from api.uploads import SubmitRequest
 from pixq import events, lifecycle, names, quotas, sources
 from pixq.errors import ErrorCode, PixqError, describe
 from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType, Priority
-from pixq.queue import PublishUnconfirmed, publish_job
+from pixq.publish import PublishUnconfirmed
+from pixq.queue import publish_job
 from pixq.sniff import check_spec_fits, sniff
 from pixq.spec import PipelineSpec
 from pixq.tenants import Tenant
@@ -117,9 +118,8 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
                                               preset=json.dumps(preset) if preset else None,
                                               priority=priority.value)
         created = True
-        # Sent ahead of the job's message, so the queued event precedes every worker's event;
-        # confirmed once the job is accepted (events.send_job_event_ahead).
-        await events.send_job_event_ahead(ctx.deps.nc, record)
+        # Stored before the job's message exists, so it precedes every worker's event.
+        await events.publish_queued_event(ctx.deps.nc, ctx.deps.js, record)
         message = JobMessage(job_id=job_id, type=job_type, tenant=tenant.name, spec=spec,
                              input=JobInput(storage_key=storage_key, url=source_url), callback_url=callback_url,
                              batch_id=batch_id, preset=preset, priority=priority,
@@ -149,10 +149,6 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
             QUOTA_REFUSALS.labels(tenant.name, exc.quota).inc()
             job_log.info("quota_exceeded", quota=exc.quota)
         raise
-    try:
-        await lifecycle.announce(ctx.deps.js, ctx.deps.status, record)
-    except PixqError as exc:  # the job is queued all the same; its later events will follow
-        job_log.warning("event_not_published", status=JobStatus.QUEUED.value, error=exc.message)
     JOBS_SUBMITTED.labels(job_type.value, tenant.name).inc()
     job_log.info("job_accepted", type=job_type.value, priority=priority.value, storage_key=storage_key,
                  source=sources.origin(source_url) if source_url else None)

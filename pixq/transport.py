@@ -14,6 +14,7 @@ reads one file. docs/security-transport.md describes the configuration.
   STORAGE_SSE asks for encryption at rest on every write.
 """
 
+import asyncio
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -190,18 +191,60 @@ def redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
+SENTINEL_RECHECK_SECONDS = 1.0
+"""How often a Sentinel-mode process asks the sentinels where the master is. redis-py asks only
+when it opens a connection, so a pooled connection kept writing to a node the sentinels had
+already replaced: in the chaos run, two masters for seconds after a quick second failover, and
+every write to the replaced one lost when it resynced from the new master. Checking once a second
+(one small round trip per process) bounds that window to about a second; REDIS_WAIT_REPLICAS
+closes it."""
+
+
 class BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
     """redis-py's Sentinel pool (each new connection asks the sentinels where the master is;
     a connection that meets a demoted master, READONLY, is dropped) with the blocking pool's
     wait for a free connection, for the reason given at REDIS_MAX_CONNECTIONS. redis-py ships
-    the Sentinel pool only on top of the plain, non-blocking pool."""
+    the Sentinel pool only on top of the plain, non-blocking pool.
+
+    Added here: a background check of the master's address every SENTINEL_RECHECK_SECONDS
+    (started with the first command), and a pooled connection to any other address is reopened
+    before use, so no command goes to a node the sentinels no longer name as master."""
+
+    _watcher: asyncio.Task | None = None
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch_master(), name="pixq-sentinel-recheck")
+        return await super().get_connection(*args, **kwargs)
+
+    async def ensure_connection(self, connection: Any) -> None:
+        if (self.master_address is not None and connection.is_connected
+                and (connection.host, connection.port) != tuple(self.master_address)):
+            await connection.disconnect()  # reconnects below, to the address the sentinels give now
+        await super().ensure_connection(connection)
+
+    async def _watch_master(self) -> None:
+        while True:
+            await asyncio.sleep(SENTINEL_RECHECK_SECONDS)  # a period, not synchronisation
+            try:
+                await self.get_master_address()  # on a change, redis-py closes the idle connections
+            except (redis.RedisError, OSError):
+                pass  # no sentinel answers: open connections carry on, new ones fail as before
+
+    async def stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
 
 
 class SentinelMasterClient(redis.Redis):
     """The master's client that also closes its connections to the sentinels (redis-py leaves
-    them to the ``Sentinel`` object, which nothing else in pixq keeps)."""
+    them to the ``Sentinel`` object, which nothing else in pixq keeps) and stops its pool's
+    master check."""
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await self.connection_pool.stop_watching()
         await super().aclose(close_connection_pool)
         await self.connection_pool.sentinel_manager.aclose()
 

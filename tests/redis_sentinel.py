@@ -63,7 +63,17 @@ def data_node(tmp: Path, name: str, *extra: str, tls: Pki | None = None) -> Serv
     return ServerProcess(name, ["redis-server", str(conf)], port, tmp / f"{name}.log").start()
 
 
-def sentinel_node(tmp: Path, name: str, master_port: int, tls: Pki | None = None) -> ServerProcess:
+def restart_as_replica(node: ServerProcess, master_port: int) -> None:
+    """Start a stopped data node again as the replica of ``master_port``, as production Redis
+    charts do (their start script asks the sentinels for the master first). Restarted as it was,
+    a former master comes back a master of its own stale data and takes writes until the
+    sentinels demote it, which they do only after it has reported the wrong role for 8 s."""
+    node.argv = [*node.argv[:2], "--replicaof", "127.0.0.1", str(master_port)]
+    node.start()
+
+
+def sentinel_node(tmp: Path, name: str, master_port: int, tls: Pki | None = None,
+                  down_after_ms: int = DOWN_AFTER_MS) -> ServerProcess:
     port = free_port()
     home = tmp / name
     home.mkdir(parents=True, exist_ok=True)
@@ -72,7 +82,7 @@ def sentinel_node(tmp: Path, name: str, master_port: int, tls: Pki | None = None
         *tls_lines(port, tls), "bind 127.0.0.1", f"dir {home}", f"requirepass {SENTINEL_PASSWORD}",
         f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {QUORUM}",
         f"sentinel auth-pass {MASTER_NAME} {DATA_PASSWORD}",
-        f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
+        f"sentinel down-after-milliseconds {MASTER_NAME} {down_after_ms}",
         f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
         f"sentinel parallel-syncs {MASTER_NAME} 1", ""]))
     return ServerProcess(name, sentinel_argv(conf), port, tmp / f"{name}.log").start()
@@ -141,13 +151,15 @@ class SentinelGroup:
 
 
 def start_group(tmp: Path, ready_timeout: float = 30.0, proxied_replication: bool = False,
-                tls: Pki | None = None) -> SentinelGroup:
+                tls: Pki | None = None, down_after_ms: int = DOWN_AFTER_MS) -> SentinelGroup:
     """Start the five processes and wait (start-up, polling observable state) until a failover
     is possible. Stops what it started if that does not happen within ``ready_timeout``.
 
     ``proxied_replication``: the replica connects to the master through a ToggleProxy (the
     sentinels still reach both directly: the master reports the replica's own port). ``tls``:
-    every node listens on TLS only, with the certificate of tests/tls.make_pki (127.0.0.1)."""
+    every node listens on TLS only, with the certificate of tests/tls.make_pki (127.0.0.1).
+    ``down_after_ms``: the sentinels' down-after-milliseconds (the chaos run uses a longer one:
+    under its load 1 s of silence is not a dead master)."""
     master = data_node(tmp, "redis-master", tls=tls)
     proxy = ToggleProxy("127.0.0.1", master.port).start() if proxied_replication else None
     upstream = proxy.port if proxy else master.port
@@ -160,7 +172,7 @@ def start_group(tmp: Path, ready_timeout: float = 30.0, proxied_replication: boo
         raise
     group = SentinelGroup(master, replica, [], proxy, tls)
     try:
-        group.sentinels = [sentinel_node(tmp, f"sentinel-{n}", master.port, tls) for n in range(1, 4)]
+        group.sentinels = [sentinel_node(tmp, f"sentinel-{n}", master.port, tls, down_after_ms) for n in range(1, 4)]
         deadline = time.monotonic() + ready_timeout
         while not group.ready():
             if time.monotonic() > deadline:

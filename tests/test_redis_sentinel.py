@@ -13,16 +13,18 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis.asyncio as redis
 
 from pixq import names
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobStatus
 from pixq.settings import Settings, load_settings, parse_host_ports
 from pixq.status import StatusStore
+from pixq.transport import SENTINEL_RECHECK_SECONDS
 from tests.conftest import running_api, running_worker
 from tests.helpers import form, make_image
 from tests.faults.harness import JetStreamProbe, StatusRecorder, submit, wait_until
-from tests.redis_sentinel import MASTER_NAME, SENTINEL_PASSWORD, SentinelGroup, start_group, wait_failover
+from tests.redis_sentinel import DATA_PASSWORD, MASTER_NAME, SENTINEL_PASSWORD, SentinelGroup, start_group, wait_failover
 from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -199,6 +201,46 @@ async def test_a_write_acked_but_not_replicated_is_lost_at_failover_unless_repli
     finally:
         await store.close()
         group.stop()
+
+
+async def test_writes_follow_the_sentinels_within_seconds_when_the_old_master_stays_a_master(sentinel_group):
+    """Split brain, made on purpose: the replica is made a master and the sentinels are told to
+    monitor it, while the old master keeps running as a master that no sentinel names any more
+    (as a restarted master is until the sentinels demote it). A pooled connection to the old
+    master never fails, so redis-py alone kept writing there; pixq's Sentinel pool rechecks the
+    master every SENTINEL_RECHECK_SECONDS and moves its writes to the node the sentinels name."""
+    group = sentinel_group
+    store = StatusStore.from_settings(Settings(redis_url=group.redis_url, redis_sentinels=group.addresses,
+                                               redis_sentinel_master=MASTER_NAME,
+                                               redis_sentinel_password=SENTINEL_PASSWORD))
+    old = redis.Redis(port=group.master.port, password=DATA_PASSWORD, decode_responses=True)
+    new = redis.Redis(port=group.replica.port, password=DATA_PASSWORD, decode_responses=True)
+    try:
+        await store.client.set("probe", "before")
+        assert await old.get("probe") == "before"  # the pool's connection is to the old master
+
+        await new.execute_command("REPLICAOF", "NO", "ONE")
+        for sentinel in group.sentinels:
+            async with redis.Redis(port=sentinel.port, password=SENTINEL_PASSWORD) as client:
+                await client.execute_command("SENTINEL", "REMOVE", MASTER_NAME)
+                await client.execute_command("SENTINEL", "MONITOR", MASTER_NAME, "127.0.0.1", group.replica.port, 2)
+                await client.execute_command("SENTINEL", "SET", MASTER_NAME, "auth-pass", DATA_PASSWORD)
+        assert (await old.info("replication"))["role"] == "master"  # two masters now
+
+        writes = 0
+
+        async def write_reached_the_named_master() -> bool:
+            nonlocal writes
+            writes += 1
+            await store.client.set("probe", f"write-{writes}")
+            return await new.get("probe") == f"write-{writes}"
+        await wait_until(write_reached_the_named_master, 3 + 2 * SENTINEL_RECHECK_SECONDS,
+                         "a write on the master the sentinels name", interval=0.1)
+        assert (await old.info("replication"))["role"] == "master"  # still up: the client moved, not the server
+    finally:
+        await store.close()
+        await old.aclose()
+        await new.aclose()
 
 
 async def test_tls_to_master_and_sentinels_verified_against_the_ca_file_across_a_failover(tmp_path, pki, other_pki):

@@ -56,7 +56,9 @@ async def sample_queue_gauges(js, stop: asyncio.Event) -> None:
     """Export queue depth, backlog (the sum of both lanes' KEDA lag) and DLQ size for
     dashboards and autoscaling.
 
-    A NATS hiccup skips one sample; a consumer or stream that no longer exists is fatal."""
+    Any failure skips one sample, "not found" too: on a cluster a node can answer "stream not
+    found" for seconds about a stream that exists, and the pull loops (queue.Puller) are the ones
+    that decide, after GONE_CONFIRM_SECONDS, that a consumer is really gone."""
     while not stop.is_set():
         try:
             lanes = {lane: await queue.consumer_backlog(js, lane) for lane in Priority}
@@ -66,7 +68,7 @@ async def sample_queue_gauges(js, stop: asyncio.Event) -> None:
                 LANE_BACKLOG.labels(lane.value).set(pending + ack_pending)
             DLQ_MESSAGES.set(await queue.dlq_size(js))
         except NotFoundError as exc:
-            raise queue.ConsumerGone(f"gauge sampling: {exc.description or exc}") from None
+            log.warning("gauge_sample_failed", error=describe(exc))
         except (NatsError, OSError, asyncio.TimeoutError) as exc:
             log.debug("gauge_sample_failed", error=describe(exc))
         try:

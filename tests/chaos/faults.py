@@ -7,8 +7,8 @@ polling observable state with a deadline):
 - ``nats_kill`` / ``nats_freeze``: SIGKILL a random node (half the time the PIXQ_JOBS leader),
   or SIGSTOP it; after the hold, start / SIGCONT it and await every stream in sync at R3;
 - ``redis_failover``: SIGKILL the Redis master, await the sentinels naming the replica, start
-  the old master again and await it re-attached as the new master's replica (so the next
-  failover has a replica to promote);
+  the old master again as the new master's replica (as a production chart's start script does)
+  and await it attached and seen by the sentinels (so the next failover has a replica to promote);
 - ``storage_cut``: the workers' S3 proxy refuses every connection for the hold, then forwards;
 - ``api_kill_upload``: a large multipart upload streams slowly to one API; once a quarter of it
   is sent, that API is SIGKILLed (the other keeps serving), then restarted on the same port.
@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 
 from tests.chaos.stack import WORKERS, Api, ChaosStack, wait_ready
 from tests.faults.harness import BackgroundLoop, wait_until
-from tests.redis_sentinel import DATA_PASSWORD, MASTER_NAME, SENTINEL_PASSWORD, wait_failover
+from tests.redis_sentinel import DATA_PASSWORD, MASTER_NAME, SENTINEL_PASSWORD, restart_as_replica, wait_failover
 from tests.servers import ServerProcess
 
 KINDS = ("worker_kill", "nats_kill", "nats_freeze", "redis_failover", "storage_cut", "api_kill_upload")
@@ -182,7 +182,7 @@ class Injector:
         await asyncio.to_thread(victim.stop, True)
         new_port = await wait_failover(group, old_port, timeout=RECOVERY)
         took = time.monotonic() - killed
-        await asyncio.to_thread(victim.start)  # comes back with its AOF; the sentinels demote it
+        await asyncio.to_thread(restart_as_replica, victim, new_port)  # with its AOF, then a full resync
         await wait_until(lambda: self._attached(victim, new_port), RECOVERY,
                          f"redis :{victim.port} attached as a replica of :{new_port}", interval=0.2)
         return f"master :{old_port} SIGKILLed, :{new_port} promoted in {took:.1f} s, old master re-attached"

@@ -20,6 +20,7 @@ from tests.chaos.faults import KINDS, Injector, Supervisor
 from tests.chaos.load import Load, StatusLog, seeds
 from tests.chaos.report import Report
 from tests.chaos.stack import ChaosStack, start
+from tests.redis_sentinel import restart_as_replica
 
 GAP = (1.0, 5.0)
 """Seconds of plain load between two faults (drawn uniformly)."""
@@ -35,7 +36,11 @@ async def heal(stack: ChaosStack) -> None:
             await asyncio.to_thread(node.start)
     for data in stack.redis.data_nodes():
         if data.process is None or data.process.poll() is not None:
-            await asyncio.to_thread(data.start)
+            master = await stack.redis.master_port()
+            if master is not None and master != data.port:
+                await asyncio.to_thread(restart_as_replica, data, master)
+            else:
+                await asyncio.to_thread(data.start)
     await asyncio.to_thread(stack.proxy.up)
     for api in stack.apis:
         if api.proc is None or api.proc.process.poll() is not None:

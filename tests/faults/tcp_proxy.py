@@ -22,6 +22,9 @@ class ToggleProxy:
         """Connections accepted (with ``tls``, after the handshake: proof clients came through TLS)."""
         self.forwarding = True
         self.swallowing = False
+        self.swallow_from: bytes | None = None
+        """With ``swallow_replies(from_marker=...)``: start swallowing at the first reply chunk
+        containing these bytes (that chunk included)."""
         self.swallowed = 0
         """Bytes from the upstream dropped while swallowing."""
         self.refused = 0
@@ -53,9 +56,11 @@ class ToggleProxy:
     def up(self) -> None:
         self._call(self._resume)
 
-    def swallow_replies(self) -> None:
-        """Keep every connection open, forward client to upstream, drop upstream to client."""
-        self._call(self._swallow)
+    def swallow_replies(self, from_marker: bytes | None = None) -> None:
+        """Keep every connection open, forward client to upstream, drop upstream to client:
+        from now on, or with ``from_marker`` from the first reply that contains it (e.g. the
+        ack of a publish to one stream, ``b'"stream":"PIXQ_JOBS"'``, while earlier answers pass)."""
+        self._call(lambda: self._swallow(from_marker))
 
     def reset(self) -> None:
         """Close every open connection (clients reconnect) and forward normally from now on."""
@@ -75,11 +80,15 @@ class ToggleProxy:
     async def _resume(self) -> None:
         self.forwarding = True
 
-    async def _swallow(self) -> None:
-        self.swallowing = True
+    async def _swallow(self, from_marker: bytes | None) -> None:
+        if from_marker is None:
+            self.swallowing = True
+        else:
+            self.swallow_from = from_marker
 
     async def _reset(self) -> None:
         self.swallowing = False
+        self.swallow_from = None
         await self._cut()
         self.forwarding = True
 
@@ -110,6 +119,8 @@ class ToggleProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, reply: bool) -> None:
             try:
                 while data := await src.read(65536):
+                    if reply and self.swallow_from is not None and self.swallow_from in data:
+                        self.swallowing, self.swallow_from = True, None
                     if reply and self.swallowing:
                         self.swallowed += len(data)
                         continue

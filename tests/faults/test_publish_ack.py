@@ -8,13 +8,14 @@ unconfirmed (503 at the API).
 """
 
 import asyncio
+import json
 import time
 import uuid
 
 import aiohttp
 import pytest
 
-from pixq import names, queue
+from pixq import names, publish, queue
 from pixq.jobs import JobInput, JobMessage, JobMetadata, JobType, utc_now
 from pixq.settings import Settings
 from pixq.spec import PipelineSpec, Variant
@@ -22,7 +23,11 @@ from tests.faults.harness import JetStreamProbe, get_status, image, metric, resi
 from tests.faults.tcp_proxy import ToggleProxy
 
 
-SLOW_ANSWER = aiohttp.ClientTimeout(total=queue.PUBLISH_TIMEOUT_SECONDS + queue.PUBLISH_CONFIRM_SECONDS + 20)
+JOB_ACK = b'"stream":"PIXQ_JOBS"'
+"""The API stores a submit's queued event (PIXQ_EVENTS, acked) before the job's message: these
+tests lose the job's ack, so the proxy swallows from the first PIXQ_JOBS ack on."""
+
+SLOW_ANSWER = aiohttp.ClientTimeout(total=publish.PUBLISH_TIMEOUT_SECONDS + publish.PUBLISH_CONFIRM_SECONDS + 20)
 
 
 @pytest.fixture
@@ -72,7 +77,7 @@ async def test_publish_job_resolves_a_lost_ack_with_the_duplicate_flag(nats, pro
         await wait_until(second_stored, 10, "the publish to be stored", interval=0.02)
         assert await stored_sequence(probe) == 2
         proxy.reset()  # the connection breaks; the client reconnects and sends the message again
-        ack = await asyncio.wait_for(publishing, queue.PUBLISH_TIMEOUT_SECONDS + queue.PUBLISH_CONFIRM_SECONDS)
+        ack = await asyncio.wait_for(publishing, publish.PUBLISH_TIMEOUT_SECONDS + publish.PUBLISH_CONFIRM_SECONDS)
         assert ack.duplicate is True and ack.seq == 2, ack
         assert await stored_sequence(probe) == 2, "the job was stored twice"
         stored = JobMessage.model_validate_json((await probe.js.get_msg(names.JOBS_STREAM, 2)).data)
@@ -81,11 +86,11 @@ async def test_publish_job_resolves_a_lost_ack_with_the_duplicate_flag(nats, pro
         # No answer at all, however long we ask: unconfirmed (though it was in fact stored).
         proxy.swallow_replies()
         started = time.monotonic()
-        with pytest.raises(queue.PublishUnconfirmed) as refused:
+        with pytest.raises(publish.PublishUnconfirmed) as refused:
             await queue.publish_job(js, job_message())
         waited = time.monotonic() - started
         assert refused.value.code.value == "QUEUE_UNAVAILABLE" and refused.value.http_status == 503
-        bound = queue.PUBLISH_TIMEOUT_SECONDS + queue.PUBLISH_CONFIRM_SECONDS
+        bound = publish.PUBLISH_TIMEOUT_SECONDS + publish.PUBLISH_CONFIRM_SECONDS
         assert bound - 0.5 <= waited <= bound + 3, waited
         assert await stored_sequence(probe) == 3
         proxy.reset()
@@ -97,7 +102,7 @@ async def test_publish_while_disconnected_is_refused_at_once_and_never_sent_late
     await wait_until(lambda: asyncio.sleep(0, not nc.is_connected), 10, "the client to notice")
     with pytest.raises(queue.PixqError) as refused:
         await queue.publish_job(js, job_message())
-    assert not isinstance(refused.value, queue.PublishUnconfirmed)
+    assert not isinstance(refused.value, publish.PublishUnconfirmed)
     proxy.up()
     await wait_until(lambda: asyncio.sleep(0, nc.is_connected), 10, "the client to reconnect")
     await nc.flush()
@@ -110,7 +115,7 @@ async def test_api_answers_202_once_when_the_ack_is_lost(make_stack, http, nats,
     _, api = stack.spawn_api(NATS_URL=f"nats://{proxy.endpoint}")
     stack.spawn_worker()  # straight to nats-server
     async with JetStreamProbe(nats.port) as probe:
-        proxy.swallow_replies()
+        proxy.swallow_replies(from_marker=JOB_ACK)
         async with asyncio.TaskGroup() as group:
             posting = group.create_task(http.post(f"{api}/api/v1/resize", data=resize_form(image("small")),
                                                   timeout=SLOW_ANSWER))
@@ -126,11 +131,42 @@ async def test_api_answers_202_once_when_the_ack_is_lost(make_stack, http, nats,
     assert '"publish_unanswered"' in events and '"duplicate": true' in events, stack.logs()
 
 
+async def test_api_resolves_a_lost_ack_of_the_queued_event_and_stores_it_once(make_stack, http, nats, proxy):
+    """A submit's first publish is its queued event, stored before the job's message. Its ack
+    lost, the API sends it again after the reconnect (same Nats-Msg-Id), learns it was stored,
+    and only then queues the job: 202, one queued event, first in the job's event order."""
+    stack = make_stack()
+    _, api = stack.spawn_api(NATS_URL=f"nats://{proxy.endpoint}")
+    stack.spawn_worker()  # straight to nats-server
+    async with JetStreamProbe(nats.port) as probe:
+        async def event_stored():
+            return (await probe.state(names.EVENTS_STREAM)).last_seq >= 1
+
+        proxy.swallow_replies()
+        async with asyncio.TaskGroup() as group:
+            posting = group.create_task(http.post(f"{api}/api/v1/resize", data=resize_form(image("small")),
+                                                  timeout=SLOW_ANSWER))
+            await wait_until(event_stored, 10, "the queued event to be stored", interval=0.02)
+            assert await stored_sequence(probe) == 0, "the job was published before its event was confirmed"
+            proxy.reset()
+        response = posting.result()
+        body = await response.json()
+        assert response.status == 202, body
+        done = await wait_job(http, api, body["job_id"], timeout=30)
+        assert done["status"] == "completed", done
+        last = (await probe.state(names.EVENTS_STREAM)).last_seq
+        types = [json.loads((await probe.js.get_msg(names.EVENTS_STREAM, seq)).data)["type"]
+                 for seq in range(1, last + 1)]
+    assert types[0] == "job.queued" and types.count("job.queued") == 1, types
+    log = stack.apis[0].log.read_text()
+    assert '"publish_unanswered"' in log and '"duplicate": true' in log, stack.logs()
+
+
 async def test_api_unconfirmed_publish_answers_503_and_leaves_no_ghost_job(make_stack, http, nats, proxy):
     stack = make_stack()
     _, api = stack.spawn_api(NATS_URL=f"nats://{proxy.endpoint}")
     async with JetStreamProbe(nats.port) as probe:
-        proxy.swallow_replies()
+        proxy.swallow_replies(from_marker=JOB_ACK)
         async with http.post(f"{api}/api/v1/resize", data=resize_form(image("small")),
                              timeout=SLOW_ANSWER) as response:
             body = await response.json()
@@ -160,7 +196,7 @@ async def test_api_unconfirmed_publish_of_a_job_a_worker_already_runs_answers_20
     stack = make_stack()
     _, api = stack.spawn_api(NATS_URL=f"nats://{proxy.endpoint}")
     stack.spawn_worker()  # straight to nats-server
-    proxy.swallow_replies()
+    proxy.swallow_replies(from_marker=JOB_ACK)
     async with http.post(f"{api}/api/v1/resize", data=resize_form(image("small")), timeout=SLOW_ANSWER) as response:
         body = await response.json()
     proxy.reset()
