@@ -9,12 +9,12 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: up test test-outages test-cluster-soak chaos chaos-short test-corpus bench openapi system-deps clean
+.PHONY: up test test-outages test-cluster-soak chaos chaos-short test-corpus test-differential-full bench openapi system-deps clean
 
 up: system-deps $(STAMP)
 	$(PY) -m pixq.devstack
 
-test: system-deps $(STAMP) tools
+test: system-deps $(STAMP) tools sharp
 	$(PY) -m pytest
 
 # the issue-length outages (60 s storage cut, 30 s Redis SIGSTOP, nats-server restart); `make test` runs 8 s cuts
@@ -41,7 +41,11 @@ chaos-short: system-deps $(STAMP)
 test-corpus: system-deps $(STAMP)
 	PIXQ_FULL_CORPUS=1 PIXQ_CORPUS_DIR="$(PIXQ_CORPUS_DIR)" $(PY) -m pytest tests/imaging -k corpus
 
-bench: system-deps $(STAMP)
+# the differential test against sharp on its larger grid (~230 cases, ~20 s; `make test` runs ~120)
+test-differential-full: system-deps $(STAMP) sharp
+	PIXQ_DIFF_FULL=1 $(PY) -m pytest tests/differential
+
+bench: system-deps $(STAMP) sharp
 	$(PY) -m bench.run
 
 # regenerate the committed OpenAPI document (tests/test_openapi.py checks it is current)
@@ -72,3 +76,12 @@ clean:
 .PHONY: tools
 tools: $(STAMP)
 	$(PY) deploy/tools/install_k8s_tools.py
+
+# ---- sharp: the peer engine of tests/differential and bench's "engine vs sharp" -----------
+# npm ci of tests/differential/package-lock.json (sharp 0.35 with its own prebuilt libvips) into
+# tests/differential/node_modules (git-ignored). Needs node >= 20.9; with Debian's node 18 it
+# installs sharp 0.34.5 and warns (tests/differential then fails: its libvips is not pyvips');
+# without node it installs nodejs with apt. A no-op when current.
+.PHONY: sharp
+sharp: $(STAMP)
+	$(PY) tests/differential/install_sharp.py

@@ -323,9 +323,37 @@ Batch work went on at {data['batch_jobs_per_s_meanwhile']} jobs/s meanwhile: one
 """
 
 
+def engine_sharp_section(data: dict, targets: list) -> str:
+    c, sharp = data["config"], data["config"]["sharp"]
+    rows = []
+    for name, f in data["photos"].items():
+        other = f.get("pixq_other_shrink_ms_median")
+        rows.append([f"{name} (`{f['file']}`)", f["output"], f["pixq_ms_median"], f["sharp_ms_median"],
+                     f"**{f['speed_ratio']}×**", "" if other is None else f"{other} ({f['other_shrink_speed_ratio']}×)"])
+        targets.append([f"engine vs sharp, {name}: pixq ≥ 1.10 × sharp's speed, one thread, cache off",
+                        f"{f['speed_ratio']}×", _verdict(f["speed_ratio"] >= 1.10),
+                        f"{round((1.10 - f['speed_ratio']) / 1.10 * 100)}% short" if f["speed_ratio"] < 1.10 else ""])
+    fast = next(iter(data["photos"].values())).get("fast_shrink_on_load")
+    return f"""## 10. Engine vs sharp, per core
+
+{_conditions(data)}
+
+`worker.imaging.process` (the whole engine: header, limits, metadata, shrink-on-load, colour,
+encode) against sharp {sharp['version']} (Node {sharp['node']}, its own libvips {sharp['libvips']}), both from
+the input bytes in memory to the encoded output: fit inside {c['width']}x{c['height']}, JPEG Q{c['quality']}.
+One thread each (pyvips `VIPS_CONCURRENCY={c['pixq']['vips_concurrency']}`, `sharp.concurrency({sharp['concurrency']})`),
+libvips' operation cache off on both (`cache_set_max({c['pixq']['cache_max_ops']})`, `sharp.cache(false)`).
+The engines alternate in {c['rounds']} rounds of {c['repetitions']} renders per photo after {c['warmup']} warm-up
+renders; figures are medians in ms, the ratio is sharp's time over pixq's (> 1: pixq is faster).
+pixq's `FAST_SHRINK_ON_LOAD` is {fast} by default; the last column times the other setting.
+
+{_table(["photo", "output", "pixq ms", "sharp ms", "speed ratio", "pixq, other shrink-on-load (ratio)"], rows)}
+"""
+
+
 def write() -> None:
     sections = {name: _load(name) for name in ("throughput", "thumbor", "api", "memory", "scaling", "notifications",
-                                             "inputs", "fairness")}
+                                             "inputs", "fairness", "engine_sharp")}
     present = [d for d in sections.values() if d]
     if not present:
         return
@@ -353,6 +381,8 @@ def write() -> None:
         body.append(inputs_section(sections["inputs"], targets))
     if sections["fairness"]:
         body.append(fairness_section(sections["fairness"], targets))
+    if sections["engine_sharp"]:
+        body.append(engine_sharp_section(sections["engine_sharp"], targets))
     body.append("## Targets\n\n" + _table(["target", "measured", "verdict", "gap"], targets) + "\n")
     notes = BENCH / "notes.md"
     if notes.exists():

@@ -2,7 +2,7 @@
 
     python -m bench.run                      # everything, ~10-15 min on 2 cores
     python -m bench.run --quick              # smoke run: one repeat, short runs (~3 min)
-    python -m bench.run --only api,memory    # some sections: throughput,thumbor,api,memory,scaling,notifications,inputs,fairness
+    python -m bench.run --only api,memory    # some sections: throughput,thumbor,api,memory,scaling,notifications,inputs,fairness,engine_sharp
 
 Writes bench/results/<section>.json and regenerates docs/benchmarks.md from every result
 file present (a partial run keeps the other sections' last figures). Installs what it
@@ -23,7 +23,7 @@ from bench import report
 from bench.common import (RESULTS, WORK, dump_json, ensure_loadtest, ensure_py_spy, ensure_thumbor, load_average,
                           log, machine_info, prepare_inputs)
 
-SECTIONS = ("throughput", "thumbor", "api", "memory", "scaling", "notifications", "inputs", "fairness")
+SECTIONS = ("throughput", "thumbor", "api", "memory", "scaling", "notifications", "inputs", "fairness", "engine_sharp")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     for binary in ("nats-server", "redis-server"):
         if shutil.which(binary) is None:
             raise SystemExit(f"bench: {binary} is missing (`make bench` installs it: redis with apt, nats-server into .venv)")
+    if "engine_sharp" in only:
+        from tests.differential.sharp_client import SharpMissing, check_installed
+        try:
+            check_installed()  # before the long sections, not after them
+        except SharpMissing as exc:
+            raise SystemExit(f"bench: {exc}") from None
 
     repeats = 1 if args.quick else 3
     seconds = 1.5 if args.quick else 4.0
@@ -129,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench.fairness import measure_fairness
         fairness = measure_fairness(inputs.files["photo.jpg"], args.quick, P, args.worker_concurrency)
         dump_json(RESULTS / "fairness.json", {"run": run_info, "load_average_end": load_average(), **fairness})
+
+    if "engine_sharp" in only:
+        from bench.engine_sharp import measure_engine_vs_sharp
+        engine = measure_engine_vs_sharp(args.quick)
+        dump_json(RESULTS / "engine_sharp.json", {"run": run_info, "load_average_end": load_average(), **engine})
 
     report.write()
     log(f"done in {time.time() - started:.0f}s; wrote bench/results/*.json and docs/benchmarks.md")

@@ -19,6 +19,12 @@ class EncodeOptions(Protocol):
     quality: int
     lossless: bool
     progressive: bool
+    chroma_subsampling: str
+    """``4:4:4``, ``4:2:0`` or ``auto`` (SUBSAMPLE_MODE maps it to libvips' subsample_mode)."""
+
+
+SUBSAMPLE_MODE = {"4:4:4": "off", "4:2:0": "on", "auto": "auto"}
+"""A request's ``chroma_subsampling`` as libvips' ``subsample_mode`` (AVIF's saver)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,8 @@ FORMATS: tuple[ImageFormat, ...] = (
     ImageFormat("avif", "image/avif", "avif", ("heifload",), "trusted", animated=True,
                 saver=".avif", alpha=True, max_side=65_536,
                 save_options=lambda o: {"Q": o.quality, "lossless": o.lossless, "effort": 2,
-                                        "compression": "av1"}),
+                                        "compression": "av1",
+                                        "subsample_mode": SUBSAMPLE_MODE[o.chroma_subsampling]}),
     ImageFormat("gif", "image/gif", "gif", ("gifload",), "trusted", animated=True,
                 saver=".gif", alpha=True, max_side=65_535,
                 save_options=lambda o: {"interlace": o.progressive, "effort": 7}),

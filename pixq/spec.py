@@ -43,6 +43,18 @@ class OutputOptions(_Strict):
     progressive: bool = False
     strip: bool = True
     background: str = "#ffffff"
+    chroma_subsampling: Literal["4:4:4", "4:2:0", "auto"] = "4:4:4"
+    """AVIF only: 4:4:4 (sharp's default) keeps full colour resolution, 4:2:0 halves it,
+    auto is libvips' choice (4:2:0 below quality 90). Trade-off: docs/operations.md."""
+
+    @model_serializer(mode="wrap")
+    def _leave_out_default_subsampling(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """No ``chroma_subsampling`` key at its default: a spec reads exactly as before, so a
+        worker of the previous release (which forbids unknown keys) still runs it mid-upgrade."""
+        data = handler(self)
+        if data.get("chroma_subsampling") == "4:4:4":
+            del data["chroma_subsampling"]
+        return data
 
     @field_validator("format", mode="before")
     @classmethod
@@ -73,8 +85,9 @@ class ResizeOptions(Placement):
     def _needs_a_size(self) -> "ResizeOptions":
         if self.width is None and self.height is None:
             raise ValueError("give width, height or both")
-        if self.fit in ("cover", "contain", "fill") and (self.width is None or self.height is None):
-            # sharp's rule: these fits need a box; with one side they behave as 'inside'.
+        if self.fit in ("cover", "contain") and (self.width is None or self.height is None):
+            # These fits need a box; with one side they behave as 'inside' (as in sharp).
+            # 'fill' with one side stays 'fill': that side stretches, the other is kept (sharp).
             object.__setattr__(self, "fit", "inside")
         return self
 

@@ -36,8 +36,34 @@ def test_enlarge(fit, enlarge, scaled, final):
 def test_one_side_keeps_aspect():
     assert plan_resize(400, 300, ResizeOptions(width=100)).final == (100, 75)
     assert plan_resize(400, 300, ResizeOptions(height=100)).final == (133, 100)
-    # cover with one side is 'inside' (sharp's rule, applied by the spec)
+    # cover and contain with one side are 'inside' (as in sharp, applied by the spec)
     assert plan_resize(400, 300, ResizeOptions(width=100, fit="cover")).final == (100, 75)
+    assert plan_resize(400, 300, ResizeOptions(width=100, fit="contain")).final == (100, 75)
+
+
+@pytest.mark.parametrize("options, size", [
+    (dict(width=100), (100, 300)),                      # the other side is the input's (sharp)
+    (dict(height=100), (400, 100)),
+    (dict(width=800), (400, 300)),                      # never enlarged by default
+    (dict(width=800, enlarge=True), (800, 300)),
+])
+def test_fill_with_one_side_stretches_that_side_only(options, size):
+    plan = plan_resize(400, 300, ResizeOptions(fit="fill", **options))
+    assert plan.fit == "fill" and plan.scaled == plan.final == size
+
+
+@pytest.mark.parametrize("size, options, expected", [
+    ((3840, 2160), dict(width=200), (200, 113)),        # 112.5: gain-map.jpg, libvips and sharp give 113
+    ((4, 3), dict(width=2), (2, 2)),                    # 1.5
+    ((400, 100), dict(width=20), (20, 5)),              # 5.0 exactly: no rounding at all
+    ((200, 5), dict(width=20), (20, 1)),                # 0.5 -> 1
+    ((2, 5), dict(width=1), (1, 3)),                    # 2.5 -> 3 (round() gave 2)
+    ((5, 2), dict(height=1), (3, 1)),
+    ((300, 200), dict(width=100, height=100, fit="outside"), (150, 100)),
+    ((300, 100), dict(width=100, height=100, fit="fill"), (100, 100)),
+])
+def test_a_computed_side_rounds_half_up(size, options, expected):
+    assert plan_resize(*size, ResizeOptions(**options)).scaled == expected
 
 
 def test_extreme_aspect_never_zero():

@@ -18,6 +18,7 @@ def invalid(job_type, params):
     {}, {"width": 0}, {"width": MAX_DIMENSION + 1}, {"width": 10, "fit": "stretch"},
     {"width": 10, "gravity": "middle"}, {"width": 10, "quality": 0}, {"width": 10, "quality": 101},
     {"width": 10, "format": "bmp"}, {"width": 10, "background": "red"}, {"width": 10, "colour": 1},
+    {"width": 10, "chroma_subsampling": "4:2:2"},
 ])
 def test_resize_rejects(params):
     invalid("resize", params)
@@ -29,6 +30,17 @@ def test_resize_defaults_and_aliases():
     assert (variant.fit, variant.format, variant.gravity, variant.background) == ("inside", "jpeg", "centre", "#000000")
     assert variant.strip and not variant.enlarge and spec.steps == []
     assert to_pipeline(JobType.RESIZE, {"width": 10, "fit": "cover"}).variants[0].resize.fit == "inside"
+    assert to_pipeline(JobType.RESIZE, {"width": 10, "fit": "fill"}).variants[0].resize.fit == "fill"  # as sharp
+
+
+def test_chroma_subsampling_default_stays_out_of_the_message():
+    """A spec at the default reads exactly as before (a previous worker forbids unknown keys)."""
+    default = to_pipeline(JobType.RESIZE, {"width": 10})
+    assert default.variants[0].chroma_subsampling == "4:4:4"
+    assert "chroma_subsampling" not in default.model_dump_json()
+    chosen = to_pipeline(JobType.RESIZE, {"width": 10, "format": "avif", "chroma_subsampling": "4:2:0"})
+    assert '"chroma_subsampling":"4:2:0"' in chosen.model_dump_json()
+    assert type(chosen).model_validate_json(chosen.model_dump_json()) == chosen
 
 
 @pytest.mark.parametrize("params", [

@@ -51,7 +51,7 @@ def analyze(source: Source, options: AnalyzeOptions) -> dict[str, Any]:
 
 def _small_rgb(source: Source) -> pyvips.Image:
     """The input as an 8-bit sRGB thumbnail, at most ANALYSIS_SIZE a side, oriented."""
-    profile = {"output_profile": "srgb", "intent": "perceptual"} if source.info.has_profile else {}
+    profile = colour.decide(source.header).thumbnail_options()  # the engine's one colour decision
     image = pyvips.Image.thumbnail_buffer(source.data, ANALYSIS_SIZE, height=ANALYSIS_SIZE,
                                           option_string=f"fail_on={FAIL_ON}", **profile)
     image = colour.to_srgb(image, profile_applied=True)  # 8-bit sRGB or grey, alpha kept

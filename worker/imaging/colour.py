@@ -1,9 +1,85 @@
 """Step 2: orientation and colour. After this every image is 8-bit sRGB or 8-bit grey,
-with or without one alpha band, upright, with no ICC profile attached (sRGB implied)."""
+with or without one alpha band, upright, with no ICC profile attached (sRGB implied).
+
+``decide`` is the one colour decision, made from the header alone, so that every path
+(shrink-on-load thumbnail, full decode, analysis) converts an input the same way: the
+thumbnail path passes it to libvips' thumbnail (``thumbnail_options``), the decode path
+applies it in ``to_srgb``. Two separate decisions used to disagree (CMYK without a profile
+converted with libvips' default intent on resize only; grey with a profile became RGB on
+resize only: issue 15).
+"""
+
+from dataclasses import dataclass
+from typing import Any
 
 import pyvips
 
 _GREY = {"b-w", "grey16"}
+INTENT = "perceptual"
+"""Rendering intent of every ICC conversion (sharp's too): photos, not proofs."""
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """How an input becomes sRGB or grey.
+
+    ``input_profile`` is None when no ICC transform is made (no embedded profile and not
+    CMYK); otherwise the profile used when the file embeds none: libvips' built-in ``cmyk``
+    for CMYK, ``srgb`` (a no-op fallback) for anything else. An embedded profile always wins.
+    Grey with a profile is transformed too but stays one band (``icc_to_srgb``), and never
+    inside libvips' thumbnail, whose transform would return three (docs/operations.md)."""
+
+    grey: bool
+    input_profile: str | None
+
+    @property
+    def transforms(self) -> bool:
+        return self.input_profile is not None
+
+    def thumbnail_options(self) -> dict[str, Any]:
+        """The same conversion as keyword arguments of libvips' thumbnail (none for grey:
+        its transform there would return three bands; to_srgb applies it after the shrink)."""
+        if not self.transforms or self.grey:
+            return {}
+        return {"input_profile": self.input_profile, "output_profile": "srgb", "intent": INTENT}
+
+
+def decide(image: pyvips.Image) -> Conversion:
+    """The conversion for an image (a header-only load is enough: no pixels are read)."""
+    interpretation = str(image.interpretation)
+    has_profile = image.get_typeof("icc-profile-data") != 0
+    if image.bands <= 2 or interpretation in _GREY:
+        return Conversion(grey=True, input_profile="srgb" if has_profile else None)
+    if interpretation == "cmyk":
+        return Conversion(grey=False, input_profile="cmyk")
+    if has_profile:
+        return Conversion(grey=False, input_profile="srgb")
+    return Conversion(grey=False, input_profile=None)
+
+
+def icc_to_srgb(image: pyvips.Image, conversion: Conversion) -> pyvips.Image:
+    """Apply the conversion's ICC transform (if any) to a decoded image; a broken profile
+    falls back to to_srgb's plain colourspace conversion.
+
+    Grey with a profile goes through the same transform (its profile honoured, as sharp does:
+    concert.jpg differed by MAD ~2 with the profile dropped) and keeps one band: the sRGB
+    result of a grey input has R = G = B, so band 0 is the grey (plus its alpha, untouched)."""
+    if not conversion.transforms:
+        return image
+    depth = 16 if image.format == "ushort" else 8
+    try:
+        out = image.icc_transform("srgb", embedded=True, input_profile=conversion.input_profile, intent=INTENT,
+                                  depth=depth)
+    except pyvips.Error:
+        return image
+    if conversion.grey:
+        grey = out.extract_band(0).copy(interpretation="grey16" if depth == 16 else "b-w")
+        if image.hasalpha():
+            alpha = image.extract_band(image.bands - 1)
+            grey = grey.bandjoin(alpha if alpha.format == grey.format else alpha.cast(grey.format))
+        grey.remove("icc-profile-data")  # the sRGB profile of a 3-band result: done, never again
+        return grey
+    return out
 
 
 def orient(image: pyvips.Image) -> pyvips.Image:
@@ -14,20 +90,15 @@ def orient(image: pyvips.Image) -> pyvips.Image:
 def to_srgb(image: pyvips.Image, profile_applied: bool = False) -> pyvips.Image:
     """Convert any colour space (CMYK, Lab, 16-bit, float, ...) to 8-bit sRGB or grey.
 
-    An embedded ICC profile is honoured; CMYK without one uses libvips' built-in CMYK
-    profile. ``profile_applied`` says the ICC import already happened (thumbnail path)."""
+    Applies ``decide``'s ICC transform unless ``profile_applied`` says libvips' thumbnail
+    already did (it was given ``thumbnail_options``); then finishes the format: profile
+    removed, 8 bits, sRGB or grey."""
     if image.bands > 5 or (image.bands == 3 and str(image.interpretation) == "multiband"):
         image = image.extract_band(0, n=4 if image.bands > 5 else 3)
-    interpretation = str(image.interpretation)
-    has_profile = image.get_typeof("icc-profile-data") != 0
-    grey = image.bands <= 2 or interpretation in _GREY
-    if not profile_applied and not grey and (has_profile or interpretation == "cmyk"):
-        try:
-            image = image.icc_transform("srgb", embedded=True, input_profile="cmyk"
-                                        if interpretation == "cmyk" else "srgb", intent="perceptual")
-        except pyvips.Error:
-            pass  # a broken profile: fall back to a plain colourspace conversion
-    if has_profile or image.get_typeof("icc-profile-data") != 0:
+    conversion = decide(image)
+    if not profile_applied or conversion.grey:
+        image = icc_to_srgb(image, conversion)
+    if image.get_typeof("icc-profile-data") != 0:
         image = image.copy()
         image.remove("icc-profile-data")
     image = _fix_interpretation(image)

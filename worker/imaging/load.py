@@ -3,6 +3,13 @@
 Only the first page/frame is decoded (animated GIF/WebP become still images, see
 docs/operations.md). ``thumbnail`` is the shrink-on-load path: libvips decodes JPEG at
 1/2, 1/4 or 1/8 scale and WebP/HEIF at the target size directly.
+
+JPEG is always read by ``jpegload``, never ``uhdrload``: an UltraHDR (gain-map) JPEG is then
+its SDR base image, the same pixels, ~1/3 faster to load (pixq writes no HDR output; if it
+ever does, that output is the one case for uhdrload). And pixq picks the JPEG shrink-on-load
+factor itself, like sharp's fast mode (``jpeg_shrink``), then lets libvips' thumbnail_image
+finish: the same operation libvips' thumbnail_buffer runs after its own, more conservative,
+choice.
 """
 
 from dataclasses import dataclass, field
@@ -13,7 +20,13 @@ import pyvips
 from pixq.errors import ErrorCode, PixqError
 from pixq.limits import Limits
 from pixq.sniff import FAIL_ON, HEAD_BYTES, ImageInfo, apply_loader_policy, check_allowed, detect_format, inspect_header
+from worker.imaging import colour
 from worker.imaging.metadata import input_metadata
+
+FAST_SHRINK_ON_LOAD = True
+"""Choose the JPEG shrink-on-load factor like sharp's fast mode (``jpeg_shrink``). Measured
+quality cost and speed: docs/operations.md ("Shrink-on-load"). A module constant, not a
+setting: the golden and differential tests hold with it, and bench/ flips it to compare."""
 
 
 @dataclass(frozen=True)
@@ -45,20 +58,54 @@ def open_source(data: bytes, limits: Limits) -> Source:
 
 def decode(source: Source, access: str = "sequential") -> pyvips.Image:
     """The full-size first page, not yet oriented or colour-converted (lazy)."""
+    if source.info.format == "jpeg":
+        return pyvips.Image.jpegload_buffer(source.data, access=access, fail_on=FAIL_ON)
     return pyvips.Image.new_from_buffer(source.data, "", access=access, fail_on=FAIL_ON)
 
 
 def thumbnail(source: Source, width: int, height: int) -> pyvips.Image:
     """Exactly width x height (of the auto-oriented image), shrinking on load.
 
-    libvips' thumbnail also auto-orients, premultiplies alpha and converts CMYK to sRGB;
-    an embedded ICC profile is honoured by asking for an sRGB output profile, only when
-    there is one (the transform costs ~2x on a plain JPEG). fail_on must go in the option
-    string: the thumbnail operation's own fail_on argument does not reach the loader."""
-    profile = {"output_profile": "srgb", "intent": "perceptual"} if source.info.has_profile else {}
-    return pyvips.Image.thumbnail_buffer(
-        source.data, width, height=height, size="force", option_string=f"fail_on={FAIL_ON}",
-        **profile)
+    libvips' thumbnail also auto-orients and premultiplies alpha; the colour conversion is
+    colour.decide's (the decode path applies the same one). fail_on must go to the loader:
+    the thumbnail operation's own fail_on argument does not reach it (hence the option
+    string for thumbnail_buffer)."""
+    conversion = colour.decide(source.header if source.header is not None else decode(source))
+    # CMYK, and grey with a profile, convert before the resize, as on the decode path (and in
+    # sharp): resizing the ink values instead differs by MAD ~2 (pil_sample_cmyk.jpg halved),
+    # and a grey profile's curve applied after an alpha-weighted shrink by MAD ~1.9.
+    convert_first = conversion.input_profile == "cmyk" or (conversion.grey and conversion.transforms)
+    if source.info.format != "jpeg" and not convert_first:
+        return pyvips.Image.thumbnail_buffer(
+            source.data, width, height=height, size="force", option_string=f"fail_on={FAIL_ON}",
+            **conversion.thumbnail_options())
+    if source.info.format == "jpeg":
+        loaded = pyvips.Image.jpegload_buffer(source.data, shrink=jpeg_shrink(source.info, width, height),
+                                              access="sequential", fail_on=FAIL_ON)
+    else:
+        loaded = decode(source)
+    if convert_first:
+        return colour.icc_to_srgb(loaded, conversion).thumbnail_image(width, height=height, size="force")
+    return loaded.thumbnail_image(width, height=height, size="force", **conversion.thumbnail_options())
+
+
+def jpeg_shrink(info: ImageInfo, width: int, height: int, fast: bool | None = None) -> int:
+    """JPEG shrink-on-load factor (1, 2, 4, 8) for a width x height (oriented) target.
+
+    libvips' thumbnail leaves at least 2x for its Lanczos reduce (shrink >= 4 to load at
+    1/2); sharp's fast mode, the default there, loads at the largest factor that keeps the
+    decoded image at or above the target, one step less when the shrink is exactly that
+    factor's integer part (libjpeg rounding). E.g. 2725x2225 to 512: shrink 5.3, libvips
+    1/2, fast 1/4."""
+    fast = FAST_SHRINK_ON_LOAD if fast is None else fast
+    target_w, target_h = (height, width) if info.swaps_axes else (width, height)
+    shrink = min(info.width / target_w, info.height / target_h)
+    if not fast:
+        return 8 if shrink >= 16 else 4 if shrink >= 8 else 2 if shrink >= 4 else 1
+    factor = 8 if shrink >= 8 else 4 if shrink >= 4 else 2 if shrink >= 2 else 1
+    if factor > 1 and int(shrink) == factor:
+        factor //= 2
+    return factor
 
 
 def vips_message(exc: Exception) -> str:

@@ -12,6 +12,7 @@ set, PROCESSING_FAILED for anything unexpected.
 
 import threading
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import pyvips
@@ -22,7 +23,7 @@ from pixq.limits import Limits
 from pixq.spec import (BlurStep, CropStep, FlipStep, FlopStep, GrayscaleStep, PipelineSpec,
                        ResizeOptions, ResizeStep, RotateStep, SharpenStep, Step, Variant)
 from worker.imaging import analyze, colour, crop, effects, encode, load, resize
-from worker.imaging.geometry import ResizePlan
+from worker.imaging.geometry import ResizePlan, round_half_up
 from worker.imaging.load import Source, vips_message
 
 
@@ -110,11 +111,12 @@ def _run(data: bytes, spec: PipelineSpec, limits: Limits, guard: "Guard") -> Pro
 def _shared_thumbnail(source: Source, plans: list[ResizePlan]) -> pyvips.Image:
     """Shrink on load to the biggest scaled size among the plans (never above the input)."""
     width, height = source.info.oriented_width, source.info.oriented_height
-    scale = min(1.0, max(max(plan.scaled[0] / width, plan.scaled[1] / height) for plan in plans))
+    scale = min(Fraction(1), max(max(Fraction(plan.scaled[0], width), Fraction(plan.scaled[1], height))
+                                 for plan in plans))
     if len(plans) == 1:
-        size = plans[0].scaled if scale < 1.0 or plans[0].scaled == (width, height) else (width, height)
+        size = plans[0].scaled if scale < 1 or plans[0].scaled == (width, height) else (width, height)
     else:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        size = (max(1, round_half_up(width * scale)), max(1, round_half_up(height * scale)))
     return colour.to_srgb(load.thumbnail(source, *size), profile_applied=True)
 
 
