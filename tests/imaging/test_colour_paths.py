@@ -55,7 +55,11 @@ def render(data: bytes, job_type: str, **params) -> pyvips.Image:
 
 
 def mad(a: pyvips.Image, b: pyvips.Image) -> float:
+    """Mean absolute difference; with alpha, of premultiplied values: the colour of a nearly
+    transparent pixel is noise (a 1-level alpha step there moves it by tens of levels)."""
     assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands)
+    if a.hasalpha():
+        a, b = a.premultiply(), b.premultiply()
     return (a.cast("float") - b.cast("float")).abs().avg()
 
 

@@ -103,10 +103,18 @@ def to_srgb(image: pyvips.Image, profile_applied: bool = False) -> pyvips.Image:
         image.remove("icc-profile-data")
     image = _fix_interpretation(image)
     target = "b-w" if image.bands <= 2 or str(image.interpretation) in _GREY else "srgb"
+    alpha8 = None
+    if image.format == "ushort" and image.hasalpha():
+        # libvips takes a 16-bit alpha to 8 bits by truncating (16913 -> 65); round it, as
+        # sharp does (66: tests/differential, bggn4a16.png).
+        alpha8 = (image.extract_band(image.bands - 1) / 257 + 0.5).cast("uchar")
+        image = image.extract_band(0, n=image.bands - 1)
     if str(image.interpretation) != target or image.format != "uchar":
         image = image.colourspace(target)
     if image.format != "uchar":
         image = image.cast("uchar")
+    if alpha8 is not None:
+        image = image.bandjoin(alpha8)
     return image
 
 
