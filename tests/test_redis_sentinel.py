@@ -243,6 +243,29 @@ async def test_writes_follow_the_sentinels_within_seconds_when_the_old_master_st
         await new.aclose()
 
 
+async def test_a_submit_whose_status_write_is_unconfirmed_answers_503_and_leaves_no_record(nats, tmp_path):
+    """REDIS_WAIT_REPLICAS=1 with the replica receiving nothing: the master applies the new job's
+    record but no replica confirms it, so the submit is refused (503 STATUS_UNAVAILABLE) and
+    rolled back, record included (pixq.status deletes an unconfirmed create): a record left
+    behind would stay `queued` for ever, run by no one, holding a place among the tenant's jobs
+    in flight. The chaos run's short version refuses ~20 submits this way at each failover."""
+    group = start_group(tmp_path / "redis", proxied_replication=True)
+    settings = sentinel_settings(group, nats, tmp_path, redis_wait_replicas=1)
+    master = redis.Redis(port=group.master.port, password=DATA_PASSWORD, decode_responses=True)
+    try:
+        async with running_api(settings) as client:
+            group.replication.swallow_replies()
+            response = await client.post("/api/v1/resize", data=form(make_image(120, 90), width=40))
+            body = await response.json()
+            assert response.status == 503 and body["error"]["code"] == "STATUS_UNAVAILABLE", body
+            left = [key async for key in master.scan_iter(names.job_key("*"))]
+            assert left == [], left
+            assert not list((tmp_path / "storage").rglob("inputs/*/*")), "the input was not removed"
+    finally:
+        await master.aclose()
+        group.stop()
+
+
 async def test_tls_to_master_and_sentinels_verified_against_the_ca_file_across_a_failover(tmp_path, pki, other_pki):
     """``rediss://`` + REDIS_TLS_CA_FILE in Sentinel mode: the sentinels and the master are reached
     over TLS and verified against that CA (another CA, or the system CAs, are refused), and the

@@ -57,9 +57,18 @@ async def job_event_positions(nats_url: str) -> dict[str, list[tuple[int, ...]]]
     nc = await nats.connect(nats_url.split(","), max_reconnect_attempts=5, connect_timeout=5)
     positions: dict[str, list[tuple[int, ...]]] = {}
     try:
-        js = nc.jetstream()
-        last = (await js.stream_info(names.EVENTS_STREAM)).state.last_seq
-        sub = await js.pull_subscribe(f"{names.EVENTS_SUBJECT_PREFIX}.>", durable=None, stream=names.EVENTS_STREAM)
+        # JetStream API calls get 15 s, and a timed-out one is asked again: right after the last
+        # fault the cluster may still be catching up (a short run once timed out at nats-py's 5 s).
+        js = nc.jetstream(timeout=15)
+        for attempt in range(1, 5):
+            try:
+                last = (await js.stream_info(names.EVENTS_STREAM)).state.last_seq
+                sub = await js.pull_subscribe(f"{names.EVENTS_SUBJECT_PREFIX}.>", durable=None,
+                                              stream=names.EVENTS_STREAM)
+                break
+            except (NatsTimeout, asyncio.TimeoutError):
+                if attempt == 4:
+                    raise
         seen, idle = 0, 0
         while seen < last and idle < 3:
             try:
