@@ -18,11 +18,13 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nats
+from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.js.api import StreamInfo
 from nats.js.errors import NotFoundError
@@ -187,8 +189,10 @@ class NatsCluster:
 
     # --- JetStream state (async: tests keep submitting while these wait) -------------------
 
-    async def stream_info(self, stream: str, via: Iterable[NatsNode] | None = None) -> StreamInfo | None:
-        """The stream's info from the first node that answers within QUERY_TIMEOUT, else None."""
+    async def _first_answer(self, ask: Callable[[NATS], Awaitable[Any]],
+                            via: Iterable[NatsNode] | None = None) -> Any:
+        """``ask`` on a fresh connection to each answering node in turn until one answers; None
+        when none does (NotFoundError is an answer: raised)."""
         for node in via if via is not None else self.nodes:
             if not node.answering:
                 continue
@@ -197,7 +201,7 @@ class NatsCluster:
             except (NatsError, OSError, asyncio.TimeoutError):
                 continue
             try:
-                return await nc.jetstream(timeout=QUERY_TIMEOUT).stream_info(stream)
+                return await ask(nc)
             except NotFoundError:
                 raise
             except (NatsError, OSError, asyncio.TimeoutError):
@@ -208,6 +212,10 @@ class NatsCluster:
                 except (NatsError, OSError, asyncio.TimeoutError):
                     pass
         return None
+
+    async def stream_info(self, stream: str, via: Iterable[NatsNode] | None = None) -> StreamInfo | None:
+        """The stream's info from the first node that answers within QUERY_TIMEOUT, else None."""
+        return await self._first_answer(lambda nc: nc.jetstream(timeout=QUERY_TIMEOUT).stream_info(stream), via)
 
     async def leader(self, stream: str = names.JOBS_STREAM) -> NatsNode | None:
         info = await self.stream_info(stream)
@@ -249,20 +257,8 @@ class NatsCluster:
 
     async def step_down(self, stream: str = names.JOBS_STREAM) -> None:
         """Ask the stream's leader to hand over (JetStream API STREAM.LEADER.STEPDOWN)."""
-        for node in self.nodes:
-            if not node.answering:
-                continue
-            try:
-                nc = await nats.connect(node.url, allow_reconnect=False, connect_timeout=QUERY_TIMEOUT)
-            except (NatsError, OSError, asyncio.TimeoutError):
-                continue
-            try:
-                await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=QUERY_TIMEOUT * 3)
-                return
-            except (NatsError, asyncio.TimeoutError):
-                continue
-            finally:
-                await nc.close()
+        await self._first_answer(lambda nc: nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"",
+                                                       timeout=QUERY_TIMEOUT * 3))
 
     async def move_leader(self, to: NatsNode, stream: str = names.JOBS_STREAM, attempts: int = 12) -> None:
         """Step the leader down until ``to`` leads ``stream`` (a stepdown picks the next leader at random)."""

@@ -1,15 +1,14 @@
 """Fixtures of the cluster tests: a 3-node JetStream cluster, a redis-server, and a FaultStack
 factory whose processes reach NATS through all three nodes with every stream at 3 replicas."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import aiohttp
 import pytest
 
-from tests.faults.conftest import FAST
+from tests.faults.conftest import stack_factory
 from tests.faults.harness import FaultStack
 from tests.nats_cluster import NatsCluster
-from tests.stack import stack_env
 
 
 @pytest.fixture
@@ -20,19 +19,10 @@ def nats_cluster(tmp_path) -> NatsCluster:
 
 
 @pytest.fixture
-def make_stack(nats_cluster, redis_proc, tmp_path) -> Callable[..., FaultStack]:
-    stacks: list[FaultStack] = []
-
-    def build(**overrides: str) -> FaultStack:
-        env = stack_env(nats_cluster.nodes[0].port, redis_proc.port, tmp_path,
-                        **{**FAST, "NATS_URL": nats_cluster.url, "NATS_STREAM_REPLICAS": "3", **overrides})
-        stack = FaultStack(env, tmp_path)
-        stacks.append(stack)
-        return stack
-
-    yield build
-    for stack in stacks:
-        stack.stop()
+def make_stack(nats_cluster, redis_proc, tmp_path) -> Iterator[Callable[..., FaultStack]]:
+    """FaultStacks whose processes list all three nodes in NATS_URL, every stream at R3."""
+    yield from stack_factory(nats_cluster.nodes[0].port, redis_proc.port, tmp_path,
+                             NATS_URL=nats_cluster.url, NATS_STREAM_REPLICAS="3")
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Fixtures of the fault tests: a FaultStack factory on this test's nats-server and redis-server."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -15,18 +16,25 @@ FAST = {"ACK_WAIT": "2s", "MAX_RETRIES": "3", "RETRY_BACKOFF": "0s,500ms,1s", "J
 """Short ACK_WAIT so redelivery after a crash is quick; every test overrides what it is about."""
 
 
-@pytest.fixture
-def make_stack(nats, redis_proc, tmp_path) -> Callable[..., FaultStack]:
+def stack_factory(nats_port: int, redis_port: int, tmp_path: Path,
+                  **base: str) -> Iterator[Callable[..., FaultStack]]:
+    """The body of a ``make_stack`` fixture (``yield from`` it): builds FaultStacks on these
+    servers with FAST, then ``base``, then the call's overrides, and stops them all at teardown."""
     stacks: list[FaultStack] = []
 
     def build(**overrides: str) -> FaultStack:
-        stack = FaultStack(stack_env(nats.port, redis_proc.port, tmp_path, **{**FAST, **overrides}), tmp_path)
+        stack = FaultStack(stack_env(nats_port, redis_port, tmp_path, **{**FAST, **base, **overrides}), tmp_path)
         stacks.append(stack)
         return stack
 
     yield build
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture
+def make_stack(nats, redis_proc, tmp_path) -> Iterator[Callable[..., FaultStack]]:
+    yield from stack_factory(nats.port, redis_proc.port, tmp_path)
 
 
 @pytest.fixture
