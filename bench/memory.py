@@ -35,15 +35,23 @@ def large_jobs(inputs: Inputs, count: int, workload: str = "mixed") -> list[tupl
     return jobs
 
 
+GLIBC_DEFAULTS = {"MALLOC_ARENA_MAX": "16", "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+"""glibc's own behaviour on 2 cores: 8 arenas a core, and the mmap threshold free to climb to
+its 32 MiB ceiling (the environment overrides worker.memory's settings)."""
+
+
 def measure_worker_memory(inputs: Inputs, jobs_per_slot: int = 6) -> dict:
-    """Peak RSS per workload and WORKER_CONCURRENCY. The worker caps glibc malloc arenas at 2
-    (worker/memory.py); the last row runs concurrency 4 with glibc's default arena count
-    (MALLOC_ARENA_MAX=16 in the environment overrides the cap) to show what the cap saves."""
+    """Peak RSS per workload and WORKER_CONCURRENCY. The worker caps glibc malloc arenas at 2 and
+    fixes the mmap threshold at 128 KiB (worker/memory.py); the last row runs concurrency 4
+    with glibc's defaults (GLIBC_DEFAULTS in the environment overrides both) to show what
+    that saves. REUSE_OUTPUTS is off: the same inputs and specs again would otherwise complete
+    from the first job's outputs, without decoding anything."""
     out = {}
-    runs = [(w, c, {}) for w in WORKLOADS for c in CONCURRENCIES] + [("mixed", 4, {"MALLOC_ARENA_MAX": "16"})]
+    runs = [(w, c, {}) for w in WORKLOADS for c in CONCURRENCIES] + [("mixed", 4, GLIBC_DEFAULTS)]
     for workload, concurrency, env in runs:
-        label = f"{workload}@{concurrency}" + ("+glibc-default-arenas" if env else "")
-        with LocalStack(f"mem-c{concurrency}", workers=1, worker_concurrency=concurrency, extra_env=env) as stack:
+        label = f"{workload}@{concurrency}" + ("+glibc-defaults" if env else "")
+        with LocalStack(f"mem-c{concurrency}", workers=1, worker_concurrency=concurrency,
+                        extra_env={"REUSE_OUTPUTS": "false", **env}) as stack:
             keys = stage_inputs(stack, {name: inputs.files[name] for name in inputs.group("large-jpg")})
             pid = stack.worker_pids()[0]
             idle = proc_status(pid)

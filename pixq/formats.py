@@ -4,7 +4,7 @@ Sniffing (pixq.sniff), the limits (pixq.limits), request validation (pixq.spec),
 libvips steps (worker.imaging) and storing outputs (worker.execute) all read this table
 instead of keeping their own: which libvips loaders read a format, whether it is decoded
 by default, whether it may declare several frames, whether pixq writes it and how (libvips
-saver suffix and options), whether it holds alpha, its largest side, its MIME type and file
+saver suffix and options), whether it holds alpha and an ICC profile, its largest side, its MIME type and file
 extension. (Which magic bytes name a format is code, in pixq.sniff.detect_format.)
 """
 
@@ -46,6 +46,8 @@ class ImageFormat:
     """The saver's options for a request's output options (metadata stripping is added by the encoder)."""
     alpha: bool = False
     """An output in this format keeps an alpha band (otherwise it is flattened onto ``background``)."""
+    icc: bool = False
+    """The saver embeds an ICC profile (``icc_profile: keep``; otherwise the output is converted to sRGB)."""
     max_side: int | None = None
     """Largest width or height the saver writes."""
     aliases: tuple[str, ...] = field(default=())
@@ -61,16 +63,16 @@ LIBVIPS_MAX_COORD = 10_000_000
 
 FORMATS: tuple[ImageFormat, ...] = (
     ImageFormat("jpeg", "image/jpeg", "jpg", ("jpegload", "uhdrload"), "trusted",
-                saver=".jpg", max_side=65_500, aliases=("jpg",),
+                icc=True, saver=".jpg", max_side=65_500, aliases=("jpg",),
                 save_options=lambda o: {"Q": o.quality, "interlace": o.progressive, "optimize_coding": True}),
     ImageFormat("png", "image/png", "png", ("pngload",), "trusted",
-                saver=".png", alpha=True, max_side=LIBVIPS_MAX_COORD,
+                icc=True, saver=".png", alpha=True, max_side=LIBVIPS_MAX_COORD,
                 save_options=lambda o: {"interlace": o.progressive, "compression": 6}),
     ImageFormat("webp", "image/webp", "webp", ("webpload",), "trusted", animated=True,
-                saver=".webp", alpha=True, max_side=16_383,
+                icc=True, saver=".webp", alpha=True, max_side=16_383,
                 save_options=lambda o: {"Q": o.quality, "lossless": o.lossless, "effort": 4}),
     ImageFormat("avif", "image/avif", "avif", ("heifload",), "trusted", animated=True,
-                saver=".avif", alpha=True, max_side=65_536,
+                icc=True, saver=".avif", alpha=True, max_side=65_536,
                 save_options=lambda o: {"Q": o.quality, "lossless": o.lossless, "effort": 2,
                                         "compression": "av1",
                                         "subsample_mode": SUBSAMPLE_MODE[o.chroma_subsampling]}),
@@ -78,7 +80,7 @@ FORMATS: tuple[ImageFormat, ...] = (
                 saver=".gif", alpha=True, max_side=65_535,
                 save_options=lambda o: {"interlace": o.progressive, "effort": 7}),
     ImageFormat("tiff", "image/tiff", "tif", ("tiffload",), "trusted",
-                saver=".tif", alpha=True, max_side=LIBVIPS_MAX_COORD, aliases=("tif",),
+                icc=True, saver=".tif", alpha=True, max_side=LIBVIPS_MAX_COORD, aliases=("tif",),
                 save_options=lambda o: {"compression": "deflate", "predictor": "horizontal"}),
     ImageFormat("heif", "image/heif", "heic", ("heifload",), "trusted", animated=True, alpha=True),
     ImageFormat("svg", "image/svg+xml", "svg", ("svgload",), "untrusted", alpha=True),

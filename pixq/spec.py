@@ -46,14 +46,20 @@ class OutputOptions(_Strict):
     chroma_subsampling: Literal["4:4:4", "4:2:0", "auto"] = "4:4:4"
     """AVIF only: 4:4:4 (sharp's default) keeps full colour resolution, 4:2:0 halves it,
     auto is libvips' choice (4:2:0 below quality 90). Trade-off: docs/operations.md."""
+    icc_profile: Literal["srgb", "keep"] = "srgb"
+    """``srgb``: convert to sRGB, embed no profile. ``keep``: an RGB input's embedded profile is
+    kept, pixels untransformed, the profile embedded even when ``strip`` is on (GIF, which
+    holds no profile, and grey or CMYK inputs still get sRGB). Cost: docs/operations.md."""
 
     @model_serializer(mode="wrap")
-    def _leave_out_default_subsampling(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """No ``chroma_subsampling`` key at its default: a spec reads exactly as before, so a
-        worker of the previous release (which forbids unknown keys) still runs it mid-upgrade."""
+    def _leave_out_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """No ``chroma_subsampling`` or ``icc_profile`` key at its default: a spec reads exactly
+        as before, so a worker of the previous release (which forbids unknown keys) still runs
+        it mid-upgrade."""
         data = handler(self)
-        if data.get("chroma_subsampling") == "4:4:4":
-            del data["chroma_subsampling"]
+        for key, default in (("chroma_subsampling", "4:4:4"), ("icc_profile", "srgb")):
+            if data.get(key) == default:
+                del data[key]
         return data
 
     @field_validator("format", mode="before")

@@ -389,3 +389,30 @@ def test_cancellation_set_from_another_thread_kills_libvips_work():
         run(big, "pipeline", cancel=cancel, **spec)
     assert info.value.code == ErrorCode.TIMEOUT
     assert time.perf_counter() - started < uncancelled * 0.75  # killed, not run to the end
+
+
+# --- turns before a resize (issue 16: they run on the shrink-on-load image) -------------
+
+@pytest.mark.parametrize("turns, left, right", [
+    ([{"op": "rotate", "angle": 90}], BLUE, RED),           # left column turns into the top row
+    ([{"op": "rotate", "angle": 270}], GREEN, WHITE),
+    ([{"op": "rotate", "angle": 90}, {"op": "flop"}], RED, BLUE),
+    ([{"op": "flip"}, {"op": "rotate", "angle": 90}], RED, BLUE),
+])
+def test_turns_then_cover_resize_place_the_quadrants(turns, left, right):
+    out = pipeline(quadrants(), [*turns, {"op": "resize", "width": 150, "height": 100, "fit": "cover",
+                                          "gravity": "north"}])[0]
+    assert (out.width, out.height) == (150, 100)  # 400x300 turned to 300x400, halved, top 100 rows
+    assert close(pixel(out.data, 10, 50), left, 2) and close(pixel(out.data, 140, 50), right, 2)
+
+
+@pytest.mark.parametrize("kind", ["Landscape", "Portrait"])
+def test_exif_orientations_with_turns_before_a_resize_match_upright(kind):
+    steps = [{"op": "rotate", "angle": 90}, {"op": "flip"}, {"op": "resize", "width": 100, "height": 100,
+                                                              "fit": "cover"}]
+    reference = decode(pipeline(fixture(f"sharp/{kind}_1.jpg").read_bytes(), steps)[0].data)
+    assert (reference.width, reference.height) == (100, 100)
+    for n in range(2, 9):
+        image = decode(pipeline(fixture(f"sharp/{kind}_{n}.jpg").read_bytes(), steps)[0].data)
+        assert (image.width, image.height) == (100, 100), n
+        assert (image - reference).abs().avg() < 12, n

@@ -23,10 +23,9 @@ import blurhash
 import dhash
 import pyvips
 
-from pixq.sniff import FAIL_ON
 from pixq.spec import AnalyzeOptions
 from worker.imaging import colour
-from worker.imaging.load import Source
+from worker.imaging.load import Source, read_thumbnail
 from worker.imaging.metadata import exif_subset
 
 ANALYSIS_SIZE = 32
@@ -52,8 +51,7 @@ def analyze(source: Source, options: AnalyzeOptions) -> dict[str, Any]:
 def _small_rgb(source: Source) -> pyvips.Image:
     """The input as an 8-bit sRGB thumbnail, at most ANALYSIS_SIZE a side, oriented."""
     profile = colour.decide(source.header).thumbnail_options()  # the engine's one colour decision
-    image = pyvips.Image.thumbnail_buffer(source.data, ANALYSIS_SIZE, height=ANALYSIS_SIZE,
-                                          option_string=f"fail_on={FAIL_ON}", **profile)
+    image = read_thumbnail(source.data, ANALYSIS_SIZE, height=ANALYSIS_SIZE, **profile)
     image = colour.to_srgb(image, profile_applied=True)  # 8-bit sRGB or grey, alpha kept
     if image.hasalpha():
         image = image.flatten(background=[255] * (image.bands - 1))

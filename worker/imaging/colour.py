@@ -1,5 +1,6 @@
 """Step 2: orientation and colour. After this every image is 8-bit sRGB or 8-bit grey,
-with or without one alpha band, upright, with no ICC profile attached (sRGB implied).
+with or without one alpha band, upright, with no ICC profile attached (sRGB implied) -- or,
+when a variant asks ``icc_profile: keep``, 8-bit RGB with the input's own RGB profile attached.
 
 ``decide`` is the one colour decision, made from the header alone, so that every path
 (shrink-on-load thumbnail, full decode, analysis) converts an input the same way: the
@@ -31,6 +32,9 @@ class Conversion:
 
     grey: bool
     input_profile: str | None
+    keeps_profile: bool = False
+    """The output keeps the input's own RGB profile: no transform, the profile stays attached
+    (``icc_profile: keep``; see ``decide``)."""
 
     @property
     def transforms(self) -> bool:
@@ -44,17 +48,47 @@ class Conversion:
         return {"input_profile": self.input_profile, "output_profile": "srgb", "intent": INTENT}
 
 
-def decide(image: pyvips.Image) -> Conversion:
-    """The conversion for an image (a header-only load is enough: no pixels are read)."""
+def decide(image: pyvips.Image, keep_profile: bool = False) -> Conversion:
+    """The conversion for an image (a header-only load is enough: no pixels are read).
+
+    ``keep_profile`` (a variant's ``icc_profile: keep``) skips the transform only for an RGB
+    image with an embedded RGB profile: that profile can go into every output that holds
+    one. Grey and CMYK inputs are converted as usual (a grey profile cannot describe the RGB
+    a WebP output or a later step makes; most formats cannot hold CMYK), and an input with
+    no profile has none to keep."""
     interpretation = str(image.interpretation)
     has_profile = image.get_typeof("icc-profile-data") != 0
     if image.bands <= 2 or interpretation in _GREY:
         return Conversion(grey=True, input_profile="srgb" if has_profile else None)
     if interpretation == "cmyk":
         return Conversion(grey=False, input_profile="cmyk")
+    if has_profile and keep_profile and profile_space(image) == "RGB":
+        return Conversion(grey=False, input_profile=None, keeps_profile=True)
     if has_profile:
         return Conversion(grey=False, input_profile="srgb")
     return Conversion(grey=False, input_profile=None)
+
+
+def profile_space(image: pyvips.Image) -> str:
+    """The colour space an image's embedded ICC profile describes (its header's bytes 16-19:
+    ``RGB``, ``GRAY``, ``CMYK``, ...); empty without a profile."""
+    if image.get_typeof("icc-profile-data") == 0:
+        return ""
+    return bytes(image.get("icc-profile-data"))[16:20].decode("latin-1").strip()
+
+
+def kept_to_srgb(image: pyvips.Image) -> pyvips.Image:
+    """Convert an image that kept its input profile (``icc_profile: keep``) to sRGB after all,
+    profile removed: for a variant that asks for sRGB or a format that holds no profile (GIF),
+    when another variant of the job keeps it, and before a grayscale step."""
+    if image.get_typeof("icc-profile-data") == 0:
+        return image
+    try:
+        out = image.icc_transform("srgb", embedded=True, intent=INTENT)
+    except pyvips.Error:
+        out = image.copy()
+    out.remove("icc-profile-data")
+    return out
 
 
 def icc_to_srgb(image: pyvips.Image, conversion: Conversion) -> pyvips.Image:
@@ -87,18 +121,19 @@ def orient(image: pyvips.Image) -> pyvips.Image:
     return image.autorot()
 
 
-def to_srgb(image: pyvips.Image, profile_applied: bool = False) -> pyvips.Image:
+def to_srgb(image: pyvips.Image, profile_applied: bool = False, keep_profile: bool = False) -> pyvips.Image:
     """Convert any colour space (CMYK, Lab, 16-bit, float, ...) to 8-bit sRGB or grey.
 
     Applies ``decide``'s ICC transform unless ``profile_applied`` says libvips' thumbnail
     already did (it was given ``thumbnail_options``); then finishes the format: profile
-    removed, 8 bits, sRGB or grey."""
+    removed, 8 bits, sRGB or grey. With ``keep_profile``, an RGB image with an RGB profile
+    keeps it and its values (8 bits, no transform: ``decide``)."""
     if image.bands > 5 or (image.bands == 3 and str(image.interpretation) == "multiband"):
         image = image.extract_band(0, n=4 if image.bands > 5 else 3)
-    conversion = decide(image)
+    conversion = decide(image, keep_profile)
     if not profile_applied or conversion.grey:
         image = icc_to_srgb(image, conversion)
-    if image.get_typeof("icc-profile-data") != 0:
+    if image.get_typeof("icc-profile-data") != 0 and not conversion.keeps_profile:
         image = image.copy()
         image.remove("icc-profile-data")
     image = _fix_interpretation(image)

@@ -4,6 +4,7 @@ sharpen, grayscale. Each takes and returns a pyvips.Image."""
 import pyvips
 
 from pixq.spec import BlurStep, RotateStep, SharpenStep
+from worker.imaging import colour
 
 
 def rotate(image: pyvips.Image, step: RotateStep) -> pyvips.Image:
@@ -31,8 +32,9 @@ def sharpen(image: pyvips.Image, step: SharpenStep) -> pyvips.Image:
 
 
 def grayscale(image: pyvips.Image) -> pyvips.Image:
-    """8-bit grey, alpha kept."""
-    return image if image.bands <= 2 else image.colourspace("b-w")
+    """8-bit grey, alpha kept. An image that kept its input's RGB profile (``icc_profile:
+    keep``) goes to sRGB first: that profile cannot describe a grey output."""
+    return image if image.bands <= 2 else colour.kept_to_srgb(image).colourspace("b-w")
 
 
 def _keep_format(before: pyvips.Image, after: pyvips.Image) -> pyvips.Image:

@@ -29,8 +29,11 @@ def prepare(image: pyvips.Image, fmt: str, background: str) -> pyvips.Image:
 
 
 def save_options(fmt: str, options: OutputOptions) -> dict:
-    """The format's saver options (pixq.formats), plus metadata stripping unless ``strip`` is off."""
-    keep = {"keep": "none"} if options.strip else {}
+    """The format's saver options (pixq.formats), plus metadata stripping unless ``strip`` is off.
+
+    ``icc_profile: keep`` keeps the ICC profile even when ``strip`` is on: the pixels are in
+    that profile's space, and without it they would be read as sRGB (wrong colours)."""
+    keep = {"keep": "icc" if options.icc_profile == "keep" else "none"} if options.strip else {}
     return {**formats.output(fmt).save_options(options), **keep}
 
 

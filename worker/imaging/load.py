@@ -10,6 +10,13 @@ ever does, that output is the one case for uhdrload). And pixq picks the JPEG sh
 factor itself, like sharp's fast mode (``jpeg_shrink``), then lets libvips' thumbnail_image
 finish: the same operation libvips' thumbnail_buffer runs after its own, more conservative,
 choice.
+
+Every load reads the input bytes in place, through a memory ``pyvips.Source``
+(``read_header``, ``read_jpeg``, ``read_thumbnail``), never through the ``*_buffer`` loaders:
+pyvips hands those a g_malloc'd copy of the bytes on every call, so a job held two or
+three copies of its input while it ran (the header image keeps its copy alive), each one
+fresh pages to fault in (a 29 MP JPEG: ~1,800 minor faults per fit-512 job, ~40 after).
+Measured in docs/operations.md ("Worker memory").
 """
 
 from dataclasses import dataclass, field
@@ -49,7 +56,10 @@ def open_source(data: bytes, limits: Limits) -> Source:
     fmt = check_allowed(detect_format(data[:HEAD_BYTES]), limits)
     apply_loader_policy(limits)
     try:
-        header = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on=FAIL_ON)
+        # A JPEG's header through jpegload too: libvips' own pick for an UltraHDR file is
+        # uhdrload, whose header read alone took 6.4 ms on gain-map.jpg against 0.2 ms.
+        read = read_jpeg if fmt == "jpeg" else read_header
+        header = read(data, access="sequential", fail_on=FAIL_ON)
     except pyvips.Error as exc:
         raise PixqError(ErrorCode.INVALID_IMAGE, f"cannot read image header: {vips_message(exc)}") from None
     info = inspect_header(header, fmt, limits)
@@ -59,34 +69,58 @@ def open_source(data: bytes, limits: Limits) -> Source:
 def decode(source: Source, access: str = "sequential") -> pyvips.Image:
     """The full-size first page, not yet oriented or colour-converted (lazy)."""
     if source.info.format == "jpeg":
-        return pyvips.Image.jpegload_buffer(source.data, access=access, fail_on=FAIL_ON)
-    return pyvips.Image.new_from_buffer(source.data, "", access=access, fail_on=FAIL_ON)
+        return read_jpeg(source.data, access=access, fail_on=FAIL_ON)
+    return read_header(source.data, access=access, fail_on=FAIL_ON)
 
 
-def thumbnail(source: Source, width: int, height: int) -> pyvips.Image:
+def thumbnail(source: Source, width: int, height: int, keep_profile: bool = False) -> pyvips.Image:
     """Exactly width x height (of the auto-oriented image), shrinking on load.
 
     libvips' thumbnail also auto-orients and premultiplies alpha; the colour conversion is
-    colour.decide's (the decode path applies the same one). fail_on must go to the loader:
-    the thumbnail operation's own fail_on argument does not reach it (hence the option
-    string for thumbnail_buffer)."""
-    conversion = colour.decide(source.header if source.header is not None else decode(source))
+    colour.decide's (the decode path applies the same one; without colour options libvips'
+    thumbnail transforms nothing and keeps the profile attached: ``keep_profile``)."""
+    conversion = colour.decide(source.header if source.header is not None else decode(source), keep_profile)
     # CMYK, and grey with a profile, convert before the resize, as on the decode path (and in
     # sharp): resizing the ink values instead differs by MAD ~2 (pil_sample_cmyk.jpg halved),
     # and a grey profile's curve applied after an alpha-weighted shrink by MAD ~1.9.
     convert_first = conversion.input_profile == "cmyk" or (conversion.grey and conversion.transforms)
     if source.info.format != "jpeg" and not convert_first:
-        return pyvips.Image.thumbnail_buffer(
-            source.data, width, height=height, size="force", option_string=f"fail_on={FAIL_ON}",
-            **conversion.thumbnail_options())
+        return read_thumbnail(source.data, width, height=height, size="force", **conversion.thumbnail_options())
     if source.info.format == "jpeg":
-        loaded = pyvips.Image.jpegload_buffer(source.data, shrink=jpeg_shrink(source.info, width, height),
-                                              access="sequential", fail_on=FAIL_ON)
+        loaded = read_jpeg(source.data, shrink=jpeg_shrink(source.info, width, height), access="sequential",
+                           fail_on=FAIL_ON)
     else:
         loaded = decode(source)
     if convert_first:
         return colour.icc_to_srgb(loaded, conversion).thumbnail_image(width, height=height, size="force")
     return loaded.thumbnail_image(width, height=height, size="force", **conversion.thumbnail_options())
+
+
+def read_header(data: bytes, **options: Any) -> pyvips.Image:
+    """The input through the loader libvips picks for it (pixels decoded only when asked)."""
+    return pyvips.Image.new_from_source(pyvips.Source.new_from_memory(data), "", **options)
+
+
+def read_jpeg(data: bytes, **options: Any) -> pyvips.Image:
+    """A JPEG through ``jpegload`` (never ``uhdrload``: see the module docstring)."""
+    source = pyvips.Source.new_from_memory(data)
+    return _holding(pyvips.Image.jpegload_source(source, **options), source)
+
+
+def read_thumbnail(data: bytes, width: int, **options: Any) -> pyvips.Image:
+    """libvips' thumbnail of the input (shrink-on-load where the loader has one). fail_on goes
+    in the option string: the thumbnail operation's own fail_on does not reach the loader."""
+    source = pyvips.Source.new_from_memory(data)
+    image = pyvips.Image.thumbnail_source(source, width, option_string=f"fail_on={FAIL_ON}", **options)
+    return _holding(image, source)
+
+
+def _holding(image: pyvips.Image, source: pyvips.Source) -> pyvips.Image:
+    """Keep ``source`` (and the bytes it reads in place) alive as long as ``image`` and every
+    image made from it: pyvips' own new_from_source does this, its generated ``*_source``
+    operations do not."""
+    image._references.append(source)
+    return image
 
 
 def jpeg_shrink(info: ImageInfo, width: int, height: int, fast: bool | None = None) -> int:

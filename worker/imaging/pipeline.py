@@ -1,7 +1,8 @@
 """Run a PipelineSpec on one input: the ordered list of steps, imgproxy-style.
 
     open_source (header, limits) -> decode: shrink-on-load thumbnail when a resize comes
-    first or there are no steps (then once, at the largest variant's size), else a full
+    first (or only rotate/flip/flop steps precede it: they then run on the shrunk image) or
+    there are no steps (then once, at the largest variant's size), else a full
     decode -> orient + sRGB -> steps -> [memory copy when several variants share it]
     -> per variant: resize, fit to format, encode
 
@@ -81,6 +82,11 @@ def _run(data: bytes, spec: PipelineSpec, limits: Limits, guard: "Guard") -> Pro
     if not spec.variants:
         return Processed([], source.metadata, analysis)  # analysis only: no image decoded for output
     steps = list(spec.steps)
+    # Decode keeping the input's profile when any variant keeps it and the input has one that
+    # can be kept (colour.decide); render converts the variants that do not keep it.
+    keep = (any(variant.icc_profile == "keep" for variant in spec.variants)
+            and colour.decide(source.header if source.header is not None else load.decode(source),
+                              keep_profile=True).keeps_profile)
     if not steps and all(variant.resize is not None for variant in spec.variants):
         # Resizes only: one shrink-on-load decode at the largest size any variant needs,
         # every variant planned against the input's own (oriented) size.
@@ -88,14 +94,16 @@ def _run(data: bytes, spec: PipelineSpec, limits: Limits, guard: "Guard") -> Pro
         plans = [resize.plan(*reference, variant.resize) for variant in spec.variants]
         for plan in plans:
             check_output(plan.scaled, limits)
-        image = _shared_thumbnail(source, plans)
+        image = _shared_thumbnail(source, plans, keep)
     else:
         reference = None
         plans = [None] * len(spec.variants)
-        if steps and isinstance(steps[0], ResizeStep):
-            image = _resize_on_load(source, steps.pop(0), limits)
+        first_resize = _leading_resize(steps)
+        if first_resize is not None:
+            turns, step, steps = steps[:first_resize], steps[first_resize], steps[first_resize + 1:]
+            image = _resize_on_load(source, step, limits, keep, turns, guard)
         else:
-            image = _decode(source, steps)
+            image = _decode(source, steps, keep)
         for step in steps:
             guard.check()
             image = apply_step(image, step, limits)
@@ -108,7 +116,7 @@ def _run(data: bytes, spec: PipelineSpec, limits: Limits, guard: "Guard") -> Pro
     return Processed(outputs, source.metadata, analysis)
 
 
-def _shared_thumbnail(source: Source, plans: list[ResizePlan]) -> pyvips.Image:
+def _shared_thumbnail(source: Source, plans: list[ResizePlan], keep: bool) -> pyvips.Image:
     """Shrink on load to the biggest scaled size among the plans (never above the input)."""
     width, height = source.info.oriented_width, source.info.oriented_height
     scale = min(Fraction(1), max(max(Fraction(plan.scaled[0], width), Fraction(plan.scaled[1], height))
@@ -117,23 +125,54 @@ def _shared_thumbnail(source: Source, plans: list[ResizePlan]) -> pyvips.Image:
         size = plans[0].scaled if scale < 1 or plans[0].scaled == (width, height) else (width, height)
     else:
         size = (max(1, round_half_up(width * scale)), max(1, round_half_up(height * scale)))
-    return colour.to_srgb(load.thumbnail(source, *size), profile_applied=True)
+    return colour.to_srgb(load.thumbnail(source, *size, keep_profile=keep), profile_applied=True, keep_profile=keep)
 
 
-def _resize_on_load(source: Source, step: ResizeOptions, limits: Limits) -> pyvips.Image:
-    plan = resize.plan(source.info.oriented_width, source.info.oriented_height, step)
+_TURNS = (RotateStep, FlipStep, FlopStep)
+"""Steps that only move pixels around a right-angle grid: they commute with a resize."""
+
+
+def _leading_resize(steps: list[Step]) -> int | None:
+    """Index of the first step if it is a resize, or of a resize that only rotate/flip/flop
+    steps precede (those then run after a shrink-on-load instead of on the full-size
+    decode: the same geometry, a fraction of the pixels); None otherwise."""
+    for index, step in enumerate(steps):
+        if isinstance(step, ResizeStep):
+            return index
+        if not isinstance(step, _TURNS):
+            return None
+    return None
+
+
+def _resize_on_load(source: Source, step: ResizeOptions, limits: Limits, keep: bool,
+                    turns: list[Step], guard: "Guard") -> pyvips.Image:
+    """Shrink on load to the resize's scaled size, apply ``turns`` (rotate/flip/flop steps
+    that came before the resize, now on the small image), then crop or pad to the box.
+    The plan is made against the input as the turns leave it, so the result has the size
+    and placement the steps in their order give. A turn that reads rows out of order
+    (rotate, flip) gets a memory copy of the shrunk image: the loader is sequential (the
+    decode-first path held the whole full-size image for it instead)."""
+    width, height = source.info.oriented_width, source.info.oriented_height
+    swaps = sum(isinstance(turn, RotateStep) and turn.angle in (90, 270) for turn in turns) % 2 == 1
+    plan = resize.plan(*((height, width) if swaps else (width, height)), step)
     check_output(plan.scaled, limits)
-    image = colour.to_srgb(resize.scale_loaded(source, plan), profile_applied=True)
+    scaled = (plan.scaled[1], plan.scaled[0]) if swaps else plan.scaled
+    image = colour.to_srgb(load.thumbnail(source, *scaled, keep_profile=keep), profile_applied=True,
+                           keep_profile=keep)
+    if any(isinstance(turn, FlipStep) or (isinstance(turn, RotateStep) and turn.angle) for turn in turns):
+        image = guard.watch(image).copy_memory()
+    for turn in turns:
+        image = apply_step(image, turn, limits)
     return resize.finish(image, plan, step.gravity, getattr(step, "background", "#ffffff"))
 
 
-def _decode(source: Source, steps: list[Step]) -> pyvips.Image:
-    """Full-size decode, oriented and converted to sRGB (still lazy)."""
+def _decode(source: Source, steps: list[Step], keep: bool) -> pyvips.Image:
+    """Full-size decode, oriented and converted to sRGB unless ``keep`` (still lazy)."""
     reorders = source.info.orientation not in (1, 2) or any(
         isinstance(step, (RotateStep, FlipStep)) or (isinstance(step, CropStep) and step.gravity in
                                                      ("attention", "entropy")) for step in steps)
     image = load.decode(source, access="random" if reorders else "sequential")
-    return colour.to_srgb(colour.orient(image))
+    return colour.to_srgb(colour.orient(image), keep_profile=keep)
 
 
 def apply_step(image: pyvips.Image, step: Step, limits: Limits) -> pyvips.Image:
@@ -171,6 +210,8 @@ def render(source: Source, image: pyvips.Image, variant: Variant, plan: ResizePl
     else:
         out = image
     fmt = encode.output_format(variant.format, source.info.format, out.hasalpha())
+    if variant.icc_profile != "keep" or not formats.output(fmt).icc:
+        out = colour.kept_to_srgb(out)  # only another variant's "keep" left a profile attached
     out = encode.prepare(out, fmt, variant.background)
     check_output((out.width, out.height), limits, fmt)
     data = encode.encode(guard.watch(out), fmt, variant)

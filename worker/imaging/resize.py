@@ -4,16 +4,10 @@ import pyvips
 
 from pixq.spec import ResizeOptions
 from worker.imaging.geometry import SMART, ResizePlan, gravity_offset, plan_resize
-from worker.imaging.load import Source, thumbnail
 
 
 def plan(width: int, height: int, options: ResizeOptions) -> ResizePlan:
     return plan_resize(width, height, options)
-
-
-def scale_loaded(source: Source, resize_plan: ResizePlan) -> pyvips.Image:
-    """Shrink-on-load straight from the input bytes to the plan's scaled size."""
-    return thumbnail(source, *resize_plan.scaled)
 
 
 def scale(image: pyvips.Image, resize_plan: ResizePlan) -> pyvips.Image:
