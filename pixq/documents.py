@@ -38,7 +38,8 @@ def public_status(record: dict[str, Any], mint: Mint | None = None) -> dict[str,
     """``{job_id, type, status, attempts, created_at, updated_at, result, error, error_code}``;
     ``result`` is the first output's ``{storage_key, width, height, format, bytes}`` (a pipeline:
     also ``variants``; an analyze job: ``variants`` empty) with ``input`` (the input's
-    metadata) and, for an analyze job, ``analysis``
+    metadata), for an analyze job, ``analysis``, and ``reused_from`` (the earlier job whose
+    outputs were copied instead of processing, worker.reuse)
     (plus ``next_attempt_at`` while retrying, ``batch_id`` for a batch's job, ``preset``
     ``{name, version}`` for a job compiled from a preset, and ``priority``, absent on jobs
     recorded before priorities existed)."""
@@ -53,7 +54,7 @@ def public_status(record: dict[str, Any], mint: Mint | None = None) -> dict[str,
         result = {"variants": []}  # an analyze job (or a pipeline of analysis only) writes no image
     if result is not None:
         # What the input is (every job completed since worker.imaging.metadata), and the analysis.
-        for name in ("input", "analysis"):
+        for name in ("input", "analysis", "reused_from"):
             if stored.get(name) is not None:
                 result[name] = stored[name]
     body = {

@@ -208,6 +208,10 @@ class JobResult(BaseModel):
     frames}`` from the input's header (worker.imaging.metadata)."""
     analysis: dict[str, Any] | None = None
     """``{exif, dominant_color, blurhash, dhash}`` (worker.imaging.analyze)."""
+    reused_from: str | None = None
+    """The earlier job of the same tenant, same input bytes and spec, whose stored outputs this
+    job's were copied from instead of processing (worker.reuse, REUSE_OUTPUTS); absent when
+    the job was processed."""
 
     def stored(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

@@ -239,6 +239,22 @@ def ingest_claim_key(bucket: str, key: str, etag: str) -> str:
     return f"{KEY_PREFIX}:ingest:{digest}"
 
 
+_FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def reuse_key(tenant: str, fingerprint: str) -> str:
+    """String holding ``{"job_id", "result"}`` of the tenant's latest completed job whose input
+    and spec have this fingerprint (worker.reuse, a BLAKE3 hex digest, 64 characters); expires with job
+    statuses. Scoped per tenant, so no tenant is ever served another's outputs."""
+    if not _FINGERPRINT_RE.match(fingerprint):
+        raise ValueError(f"invalid fingerprint {fingerprint[:80]!r}")
+    return f"{KEY_PREFIX}:reuse:{_tenant(tenant)}:{fingerprint}"
+
+
+REUSE_KEY_PATTERN = f"{KEY_PREFIX}:reuse:*"
+"""SCAN pattern matching every reuse record (to drop them all after a libvips rebuild)."""
+
+
 # --- Object storage ---------------------------------------------------------------
 
 

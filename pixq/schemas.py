@@ -92,6 +92,10 @@ class JobResult(_Response):
     variants: list[VariantOutput] | None = None
     input: dict[str, Any] | None = None
     analysis: dict[str, Any] | None = None
+    reused_from: str | None = None
+    """The earlier job of the same tenant, with the same input bytes and spec, whose stored
+    outputs were copied to this job's keys instead of processing (REUSE_OUTPUTS); absent when
+    the job was processed."""
 
 
 class PresetRef(_Response):

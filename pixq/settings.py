@@ -199,6 +199,9 @@ class Settings(BaseSettings):
     outage_hold_max: Duration = 300.0
     vips_concurrency: int = Field(1, ge=1, le=64)
     vips_cache_max_ops: int = Field(0, ge=0)
+    reuse_outputs: bool = True
+    """A job with the same input bytes and spec as an earlier completed job of its tenant is
+    completed from that job's stored outputs (worker.reuse)."""
 
     # Input limits (hostile input)
     max_input_bytes: Size = 50 * 1024 * 1024

@@ -76,7 +76,10 @@ def make_settings(nats: ServerProcess, redis_proc: ServerProcess, tmp_path: Path
                       ack_wait=5.0, job_timeout=20.0, worker_shutdown_grace=5.0, log_level="warning",
                       # Tests poll and submit faster than a client would: tests/test_rate_limits.py
                       # sets its own limits.
-                      rate_limit="off", rate_limit_per_ip="off")
+                      rate_limit="off", rate_limit_per_ip="off",
+                      # Tests submit the same generated images again and again and expect them
+                      # processed; tests/test_reuse.py turns reuse on.
+                      reuse_outputs=False)
         if storage_type == "minio":
             endpoint = request.getfixturevalue("s3_endpoint")
             values.update(storage_endpoint=endpoint, bucket_name=f"pixq-{uuid.uuid4().hex[:12]}",

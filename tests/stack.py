@@ -98,6 +98,9 @@ def stack_env(nats_port: int, redis_port: int, tmp: Path, **overrides: str) -> d
                 "MAX_RETRIES": "3", "RETRY_BACKOFF": "0s,500ms,1s", "ACK_WAIT": "5s", "JOB_TIMEOUT": "20s",
                 "WORKER_SHUTDOWN_GRACE": "10s",
                 # Tests poll faster than a client would; tests/test_rate_limits.py sets its own limits.
-                "RATE_LIMIT": "off", "RATE_LIMIT_PER_IP": "off"})
+                "RATE_LIMIT": "off", "RATE_LIMIT_PER_IP": "off",
+                # Fault tests resubmit identical "slow" jobs and expect libvips to run each
+                # (tests/faults/test_graceful_shutdown.py); tests/test_reuse.py turns reuse on.
+                "REUSE_OUTPUTS": "false"})
     env.update(overrides)
     return env

@@ -1,7 +1,13 @@
-"""One attempt of one job: fetch the input, run the libvips pipeline in a thread, store every output."""
+"""One attempt of one job: fetch the input, run the libvips pipeline in a thread, store every output.
+
+With a ReuseIndex (REUSE_OUTPUTS), an input and spec already seen for this tenant skip the
+pipeline: the earlier job's outputs are copied to this job's keys instead (worker.reuse).
+"""
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+
+import structlog
 
 from pixq import formats, names
 from pixq.errors import ErrorCode, PixqError
@@ -10,18 +16,24 @@ from pixq.limits import Limits
 from pixq.sources import SourceFetcher
 from pixq.storage import Storage
 from worker.imaging import Cancellation, process_job
+from worker.metrics import REUSED
+from worker.reuse import Earlier, ReuseIndex, fingerprint
+
+log = structlog.get_logger("pixq.worker")
 
 
 class JobRunner:
     """Runs attempts with libvips off the event loop; JOB_TIMEOUT bounds each attempt."""
 
     def __init__(self, storage: Storage, limits: Limits, concurrency: int, timeout: float,
-                 sources: SourceFetcher | None = None) -> None:
+                 sources: SourceFetcher | None = None, reuse: ReuseIndex | None = None) -> None:
         self.storage = storage
         self.limits = limits
         self.timeout = timeout
         self.sources = sources
         """Fetches ``input.url`` inputs; None in a runner built without settings (then such a job fails)."""
+        self.reuse = reuse
+        """Index of completed jobs by fingerprint; None with REUSE_OUTPUTS=false (every job is processed)."""
         # One spare thread: a timed-out attempt keeps its thread until libvips notices the kill
         # flag. Not more: every thread that allocates gets its own malloc arena (worker.memory).
         self.pool = ThreadPoolExecutor(max_workers=concurrency + 1, thread_name_prefix="vips")
@@ -40,6 +52,18 @@ class JobRunner:
     async def _attempt(self, job: JobMessage, cancel: Cancellation) -> JobResult:
         data = await self.read_input(job)
         loop = asyncio.get_running_loop()
+        digest = None
+        if self.reuse is not None:
+            digest = await loop.run_in_executor(self.pool, fingerprint, data, job.spec, self.limits)
+            earlier = await self.reuse.lookup(job.tenant, digest)
+            # A record naming this very job: a redelivery after the record was written. Process
+            # it again rather than copy its outputs onto themselves.
+            if earlier is not None and earlier.job_id != job.job_id:
+                reused = await self.copy_outputs(job, earlier)
+                if reused is not None:
+                    REUSED.inc()
+                    await self.reuse.record(job.tenant, digest, job.job_id, reused)
+                    return reused
         processed = await loop.run_in_executor(self.pool, process_job, data, job.spec, self.limits, cancel)
         outputs = []
         for output in processed.outputs:
@@ -47,7 +71,29 @@ class JobRunner:
             await self.storage.put_bytes(key, output.data, formats.mime_of(output.format))
             outputs.append(OutputInfo(name=output.name, storage_key=key, width=output.width,
                                       height=output.height, format=output.format, bytes=len(output.data)))
-        return JobResult(variants=outputs, input=processed.input, analysis=processed.analysis)
+        result = JobResult(variants=outputs, input=processed.input, analysis=processed.analysis)
+        if self.reuse is not None and digest is not None:  # recorded only now: every output is stored
+            await self.reuse.record(job.tenant, digest, job.job_id, result)
+        return result
+
+    async def copy_outputs(self, job: JobMessage, earlier: Earlier) -> JobResult | None:
+        """``earlier``'s outputs copied to this job's own keys (so deleting either job's outputs
+        leaves the other's), as this job's result; None when one of them is gone (deleted,
+        expired): the caller then processes the job, overwriting any copy made here. Another
+        storage failure raises, as a failed put would."""
+        outputs = []
+        for output in earlier.result.variants:
+            key = names.output_object_key(job.tenant, job.job_id, output.name, output.storage_key.rpartition(".")[2])
+            try:
+                await self.storage.copy(output.storage_key, key)
+            except PixqError as exc:
+                if exc.code is not ErrorCode.INPUT_NOT_FOUND:
+                    raise
+                log.info("reuse_outputs_gone", job_id=job.job_id, tenant=job.tenant, request_id=job.metadata.request_id,
+                         earlier_job_id=earlier.job_id, storage_key=output.storage_key)
+                return None
+            outputs.append(output.model_copy(update={"storage_key": key}))
+        return earlier.result.model_copy(update={"variants": outputs, "reused_from": earlier.job_id})
 
     async def read_input(self, job: JobMessage) -> bytes:
         """The input's bytes: from storage, or fetched from its source URL (pixq.sources)."""

@@ -19,6 +19,8 @@ JOB_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 IN_FLIGHT = Gauge("pixq_worker_jobs_in_flight", "Jobs this worker is processing now")
+REUSED = Counter("pixq_worker_jobs_reused_total",
+                 "Attempts completed from an earlier job's stored outputs, without processing (worker.reuse)")
 QUEUE_PENDING = Gauge("pixq_queue_pending_messages",
                       "Jobs not yet delivered to any worker, both lanes (num_pending of pixq-workers "
                       "+ pixq-workers-batch)")
