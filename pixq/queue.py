@@ -518,20 +518,20 @@ class LanePuller(Puller):
             await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)
             return []
         received: list[Msg] = []
-        deadline = time.monotonic() + max(wait, 0.0) + self.ANSWER_GRACE_SECONDS
-        while len(received) < batch:
-            try:
-                message = await asyncio.wait_for(self.arrivals.get(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                log.debug("pull_unanswered", consumer=self.durable, batch=batch)
-                break
-            if JetStreamContext.is_status_msg(message):
-                # 404 / 408 / 409: JetStream ended this request. 503 "no responders": nothing
-                # serves the consumer any more (deleted?), so check it at the next empty pull.
-                if message.header and message.header.get("Status") == "503":
-                    self._checked = 0.0
-                break
-            received.append(message)
+        try:
+            # One timeout for the whole answer (not a wait_for, i.e. a task and a timer, per message).
+            async with asyncio.timeout(max(wait, 0.0) + self.ANSWER_GRACE_SECONDS):
+                while len(received) < batch:
+                    message = await self.arrivals.get()
+                    if JetStreamContext.is_status_msg(message):
+                        # 404 / 408 / 409: JetStream ended this request. 503 "no responders": nothing
+                        # serves the consumer any more (deleted?), so check it at the next empty pull.
+                        if message.header and message.header.get("Status") == "503":
+                            self._checked = 0.0
+                        break
+                    received.append(message)
+        except TimeoutError:
+            log.debug("pull_unanswered", consumer=self.durable, batch=batch)
         return received
 
 

@@ -56,8 +56,9 @@ end
 # in_flight (the tenant's set), cap, job_prefix, stale_before, prune_limit, and with a
 # megapixel budget usage (this month's key) and budget; on a completion: usage, megapixels,
 # usage_ttl. A reserved job (a batch item: _RESERVE admitted it) is not checked again.
-# Returns the stored hash (HGETALL) if applied, 0 if the stored status is ahead or terminal in
-# this generation: the applied record is what the job's event announces (pixq.events);
+# Returns the stored hash (HGETALL) if applied, {0, stored hash} if the stored status is ahead or
+# terminal in this generation (a worker's duplicate check rides on its processing write: no
+# separate read): the applied record is what the job's event announces (pixq.events);
 # -1 (cap reached) or -2 (budget used) with nothing written. An applied non-terminal status
 # adds the job to its tenant's in-flight set (score: now), a terminal one removes it; an
 # applied completion adds its megapixels to the month's usage: each once, with the status.
@@ -67,10 +68,8 @@ local cur = redis.call('HMGET', KEYS[1], 'generation', 'attempts', 'phase')
 local g, a, p = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if cur[1] then
   local cg, ca, cp = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
-  if g < cg then return 0 end
-  if g == cg then
-    if cp == 3 then return 0 end
-    if a < ca or (a == ca and p <= cp) then return 0 end
+  if g < cg or (g == cg and (cp == 3 or a < ca or (a == ca and p <= cp))) then
+    return {0, redis.call('HGETALL', KEYS[1])}
   end
 end
 if o.cap and redis.call('ZREM', o.in_flight, 'r:' .. o.job_id) == 0
@@ -128,6 +127,12 @@ def _encode(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
+
+
+def _refused(answer: list) -> bool:
+    """The status script's answer to a refused write, ``{0, stored hash}`` (an applied one is the
+    hash itself, whose first element is a field name)."""
+    return bool(answer) and answer[0] == 0
 
 
 def _decode(raw: dict[str, str]) -> dict[str, Any]:
@@ -196,19 +201,30 @@ class StatusStore:
         record = {"job_id": job_id, "type": job_type, "tenant": tenant, "status": JobStatus.QUEUED.value,
                   "created_at": now, "updated_at": now, "request_id": request_id,
                   **{key: value for key, value in extra.items() if value}}
-        stored = await self._write(job_id, generation, 0, JobStatus.QUEUED, record, quota)
+        applied, stored = await self._write(job_id, generation, 0, JobStatus.QUEUED, record, quota)
         await history.record(self.client, tenant, job_id, now, self.job_ttl)
-        return stored or record
+        return (stored if applied else None) or record
 
     async def advance(self, job_id: str, generation: int, attempt: int, status: JobStatus, /,
                       **fields: Any) -> dict | None:
         """Move a job forward to ``status`` at ``attempt``: the record as now stored, or None when
         the stored status is ahead (nothing changed, so there is nothing to announce)."""
-        return await self._write(job_id, generation, attempt, status, fields, None)
+        applied, record = await self._write(job_id, generation, attempt, status, fields, None)
+        return record if applied else None
+
+    async def advance_or_stored(self, job_id: str, generation: int, attempt: int, status: JobStatus, /,
+                                **fields: Any) -> tuple[bool, dict]:
+        """advance, and when it is refused, the record that stands ahead, read in the same script:
+        (True, the record as now stored) or (False, the stored record). A worker's processing
+        write is also its duplicate check this way, in one round trip."""
+        applied, record = await self._write(job_id, generation, attempt, status, fields, None)
+        assert record is not None
+        return applied, record
 
     async def _write(self, job_id: str, generation: int, attempt: int, status: JobStatus, fields: dict[str, Any],
-                     quota: TenantQuota | None) -> dict | None:
-        """advance, checking ``quota`` first when given (create)."""
+                     quota: TenantQuota | None) -> tuple[bool, dict | None]:
+        """advance, checking ``quota`` first when given (create): (applied, record), the record
+        as stored now, or the one that refused the write."""
         moment = datetime.now(timezone.utc)
         options: dict[str, Any] = {"job_id": job_id, "in_flight_prefix": names.IN_FLIGHT_KEY_PREFIX,
                                    "now": int(moment.timestamp() * 1000)}
@@ -239,8 +255,11 @@ class StatusStore:
         if quota is not None and applied in (-1, -2):
             raise self._refusal(applied, quota, 1, moment)
         if not isinstance(applied, list):
-            return None
-        return _decode(dict(zip(applied[::2], applied[1::2])))
+            return False, None
+        if _refused(applied):
+            stored = applied[1]
+            return False, _decode(dict(zip(stored[::2], stored[1::2]))) if stored else None
+        return True, _decode(dict(zip(applied[::2], applied[1::2])))
 
     async def _apply(self, keys: list[str], args: list[Any]) -> Any:
         """Run the status script; with ``wait_replicas``, in one round trip with ``WAIT`` on the
@@ -259,7 +278,7 @@ class StatusStore:
             for answer in (applied, confirmed):
                 if isinstance(answer, Exception):
                     raise answer
-            if isinstance(applied, list) and int(confirmed) < self.wait_replicas:
+            if isinstance(applied, list) and not _refused(applied) and int(confirmed) < self.wait_replicas:
                 raise Unreplicated(f"status write confirmed by {confirmed} of {self.wait_replicas} replicas "
                                    f"within {self.wait_timeout_ms} ms (REDIS_WAIT_REPLICAS)")
             return applied

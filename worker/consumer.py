@@ -102,6 +102,9 @@ class Consumer:
         self.last_fetch = time.monotonic()
         self.schedule = LaneSchedule(parse_priority_weights(settings.priority_weights))
         self.lanes: dict[Priority, queue.LanePuller] = {}
+        self.heartbeats: dict[int, Msg] = {}
+        """Messages of the jobs running now (by id: a Msg is not hashable), kept alive by the one
+        _heartbeat ticker."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pull until ``stop`` is set, then drain in-flight jobs within WORKER_SHUTDOWN_GRACE.
@@ -111,6 +114,7 @@ class Consumer:
         for lane, (durable, _) in queue.LANES.items():
             self.lanes[lane] = await queue.LanePuller(self.js, names.JOBS_STREAM, durable).start()
         concurrency = self.settings.worker_concurrency
+        heartbeat = asyncio.create_task(self._heartbeat(), name="worker-heartbeat")
         try:
             while not stop.is_set():
                 self.last_fetch = time.monotonic()
@@ -142,7 +146,10 @@ class Consumer:
         except BaseException:
             await self.abandon()
             raise
-        await self.drain()
+        else:
+            await self.drain()
+        finally:
+            heartbeat.cancel()
 
     async def take(self, free: int) -> list[Msg]:
         """At most ``free`` jobs, shared between the lanes by the schedule: interactive first,
@@ -184,12 +191,17 @@ class Consumer:
     async def _hand_back(self, message: Msg) -> None:
         await queue.settle(message.nak())
 
-    async def _heartbeat(self, message: Msg) -> None:
-        """Tell JetStream the job is alive, so ACK_WAIT only bounds *dead* workers."""
+    async def _heartbeat(self) -> None:
+        """Tell JetStream every job in flight is alive, so ACK_WAIT only bounds *dead* workers.
+
+        One ticker for all jobs rather than a task per job (a task and a timer per job cost CPU
+        on every job, issue 16); a job that started just before a tick gets its first in-progress
+        early, which only restarts its ack timer sooner."""
         interval = max(1.0, self.settings.ack_wait / 3)
         while True:
             await asyncio.sleep(interval)
-            await queue.settle(message.in_progress())
+            for message in list(self.heartbeats.values()):
+                await queue.settle(message.in_progress())
 
     async def handle(self, message: Msg) -> None:
         attempt = message.metadata.num_delivered
@@ -200,16 +212,13 @@ class Consumer:
             return
         job_log = log.bind(job_id=job.job_id, request_id=job.metadata.request_id, tenant=job.tenant,
                            attempt=attempt)
-        if done := await self._already_done(job, job_log):
+        if done := await self._begin(job, attempt, job_log):
+            # A duplicate or late delivery of a finished job (or of an older replay generation),
+            # or a job marked failed by an API whose publish went unconfirmed (it answered 503).
+            # Never run it then.
             await self._settle_done(message, job, done)
             return
-        if not await self._record(job, attempt, JobStatus.PROCESSING, job_log) and (
-                done := await self._already_done(job, job_log)):
-            # It became terminal between the check above and this write: finished, or marked failed
-            # by an API whose publish went unconfirmed (it answered 503). Never run it then.
-            await self._settle_done(message, job, done)
-            return
-        heartbeat = asyncio.create_task(self._heartbeat(message))
+        self.heartbeats[id(message)] = message
         IN_FLIGHT.inc()
         started = time.perf_counter()
         try:
@@ -226,7 +235,7 @@ class Consumer:
             job_log.exception("job_crashed")
             await self._failed(message, job, attempt, PixqError(ErrorCode.INTERNAL_ERROR, repr(exc)), job_log)
         finally:
-            heartbeat.cancel()
+            self.heartbeats.pop(id(message), None)
             IN_FLIGHT.dec()
             JOB_SECONDS.labels(job.type.value).observe(time.perf_counter() - started)
 
@@ -252,7 +261,7 @@ class Consumer:
             await message.ack()
 
     async def _settle_done(self, message: Msg, job: JobMessage, record: dict) -> None:
-        """A delivery of a job already terminal (``record``, as _already_done read it): announce
+        """A delivery of a job already terminal (``record``, as _begin found it): announce
         its status again (a no-op within the events' duplicate window) before acking, in case
         the first announcement failed."""
         if record["generation"] == job.metadata.generation and not await announce_logged(self.js, self.status, record):
@@ -260,14 +269,19 @@ class Consumer:
             return
         await message.ack()
 
-    async def _already_done(self, job: JobMessage, job_log) -> dict | None:
-        """The stored status when this is a duplicate or late delivery of a finished job (or of
-        an older replay generation); None when the job is to run."""
+    async def _begin(self, job: JobMessage, attempt: int, job_log) -> dict | None:
+        """Mark the job processing; that write is also the duplicate check (pixq.status refuses
+        it when the stored status is ahead, and answers with the stored record). Returns that
+        record when this is a duplicate or late delivery of a finished job (or of an older
+        replay generation); None when the job is to run, including when Redis is down (then
+        it runs anyway: outputs are idempotent) or a refusal came from a later, unfinished
+        attempt."""
         try:
-            record = await self.status.get(job.job_id)
-        except PixqError:
-            return None  # Redis down: process anyway; outputs are idempotent
-        if record is None:
+            written, record = await self.writer.write_or_stored(job, attempt, JobStatus.PROCESSING)
+        except PixqError as exc:
+            job_log.warning("status_write_skipped", status=JobStatus.PROCESSING.value, error=exc.message)
+            return None
+        if written is not Written.REFUSED or record is None:
             return None
         if record["generation"] > job.metadata.generation or (
                 record["generation"] == job.metadata.generation and record["status"] in TERMINAL_STATUSES):

@@ -8,7 +8,7 @@ process exits 1, so Kubernetes restarts it rather than leaving a half-dead worke
 
 import asyncio
 import signal
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 import structlog
@@ -30,8 +30,9 @@ from worker.execute import JobRunner
 from worker.health import create_health_app
 from worker.ingest import Ingestor
 from worker.imaging.vips_setup import configure_vips
-from worker.memory import limit_malloc_arenas
+from worker.memory import configure_malloc
 from worker.outage import OutageGate
+from worker.reuse import ReuseIndex
 from pixq.jobs import Priority
 from worker.metrics import DLQ_MESSAGES, LANE_BACKLOG, QUEUE_BACKLOG, QUEUE_PENDING
 from worker.status_writer import OutboxDrainer, StatusWriter
@@ -41,6 +42,13 @@ log = structlog.get_logger("pixq.worker")
 
 GAUGE_INTERVAL_SECONDS = 5.0
 EXIT_LOOP_FAILED = 1
+CANCEL_SECONDS = 10.0
+"""How long the other loops get to end after one failed (each hands its work back at once)."""
+SHUTDOWN_STEP_SECONDS = 10.0
+"""Bound of each shutdown step (NATS and Redis close, health server stop)."""
+HEALTH_SHUTDOWN_SECONDS = 1.0
+"""How long a /health or /metrics request in progress may hold the health server's stop (aiohttp
+waits 60 s by default, twice: a probe in flight at exit could hold the process that long)."""
 
 
 class LoopFailed(Exception):
@@ -90,16 +98,41 @@ async def _supervised(name: str, loop: Coroutine[Any, Any, None], stop: asyncio.
 
 
 async def run_loops(loops: dict[str, Coroutine[Any, Any, None]], stop: asyncio.Event) -> None:
-    """Run every loop until ``stop``; the first failure cancels the rest and raises LoopFailed."""
+    """Run every loop until ``stop``; the first failure cancels the rest and raises LoopFailed.
+
+    The others get CANCEL_SECONDS to end once cancelled; one that does not is logged with the
+    line it is stuck on (worker_loop_not_cancelled) and left behind, so the process still exits
+    and is restarted: a half-dead worker that never exits is what this supervision prevents.
+    (A clean-clone run once saw a worker exit 45 s after its loop failed; nothing said where.)"""
+    tasks = [asyncio.create_task(_supervised(name, loop, stop), name=f"worker-{name}")
+             for name, loop in loops.items()]
     try:
-        async with asyncio.TaskGroup() as group:
-            for name, loop in loops.items():
-                group.create_task(_supervised(name, loop, stop), name=f"worker-{name}")
-    except BaseExceptionGroup as failures:
-        failed = [exc for exc in failures.exceptions if isinstance(exc, LoopFailed)]
-        if not failed:
-            raise
-        raise failed[0] from None
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        failed = [task for task in tasks if task.done() and not task.cancelled() and task.exception()]
+        await _cancel_loops([task for task in tasks if not task.done()])
+    if failed:
+        raise failed[0].exception()  # type: ignore[misc]  # LoopFailed, or a BaseException
+
+
+async def _cancel_loops(tasks: list[asyncio.Task]) -> None:
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=CANCEL_SECONDS)
+    for task in pending:
+        frames = task.get_stack(limit=1)
+        where = f"{frames[-1].f_code.co_filename}:{frames[-1].f_lineno}" if frames else "?"
+        log.error("worker_loop_not_cancelled", loop=task.get_name(), seconds=CANCEL_SECONDS, where=where)
+
+
+async def _bounded(step: str, action: Awaitable[None]) -> None:
+    """One shutdown step, at most SHUTDOWN_STEP_SECONDS: the process must exit either way."""
+    try:
+        await asyncio.wait_for(action, SHUTDOWN_STEP_SECONDS)
+    except asyncio.TimeoutError:
+        log.error("worker_shutdown_step_timed_out", step=step, seconds=SHUTDOWN_STEP_SECONDS)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
@@ -116,11 +149,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         writer = StatusWriter(status, js)
         limits = Limits.from_settings(settings)
         runner = JobRunner(deps.storage, limits, settings.worker_concurrency, settings.job_timeout,
-                           sources=SourceFetcher(settings, limits))
+                           sources=SourceFetcher(settings, limits),
+                           reuse=ReuseIndex(status.client, status.job_ttl) if settings.reuse_outputs else None)
         gate = OutageGate(deps.check, settings.outage_hold_max)
         await gate.probe()  # a worker started during an outage takes no job until it ends
         consumer = Consumer(settings, js, status, writer, runner, gate)
-        health = web.AppRunner(create_health_app(lambda: consumer.last_fetch, gate.probe), access_log=None)
+        health = web.AppRunner(create_health_app(lambda: consumer.last_fetch, gate.probe), access_log=None,
+                               shutdown_timeout=HEALTH_SHUTDOWN_SECONDS)
         await health.setup()
         if settings.metrics_port:
             await web.TCPSite(health, "0.0.0.0", settings.metrics_port).start()
@@ -137,16 +172,16 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         if runner is not None:
             runner.close()
-        await deps.close()
+        await _bounded("dependencies_close", deps.close())
         if health is not None:
-            await health.cleanup()
+            await _bounded("health_server_stop", health.cleanup())
         log.info("worker_stopped")
 
 
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, service="pixq-worker")
-    limit_malloc_arenas()
+    configure_malloc()
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -71,19 +71,28 @@ class StatusWriter:
 
         The job's identity is written too, so a status lost from Redis (flushed, restarted
         without persistence) is rebuilt from the message."""
+        written, _ = await self.write_or_stored(job, attempt, status, **fields)
+        return written
+
+    async def write_or_stored(self, job: JobMessage, attempt: int, status: JobStatus,
+                              **fields: Any) -> tuple[Written, dict[str, Any] | None]:
+        """write, plus the stored record that refused it (REFUSED), else None: read by the same
+        script, so a worker's duplicate check costs no round trip of its own."""
         update = {"job_id": job.job_id, "type": job.type.value, "tenant": job.tenant,
                   "created_at": job.metadata.created_at, "request_id": job.metadata.request_id,
                   **{name: value for name, value in (("callback_url", job.callback_url), ("batch_id", job.batch_id))
                      if value},
                   **fields}
         try:
-            record = await self.status.advance(job.job_id, job.metadata.generation, attempt, status, **update)
+            applied, record = await self.status.advance_or_stored(job.job_id, job.metadata.generation, attempt,
+                                                                  status, **update)
         except PixqError:
             await self._to_outbox(job.job_id, job.metadata.generation, attempt, status, update)
-            return Written.DEFERRED
-        if record is None:
-            return Written.REFUSED
-        return Written.APPLIED if await announce_logged(self.js, self.status, record) else Written.UNANNOUNCED
+            return Written.DEFERRED, None
+        if not applied:
+            return Written.REFUSED, record
+        announced = await announce_logged(self.js, self.status, record)
+        return Written.APPLIED if announced else Written.UNANNOUNCED, None
 
     async def _to_outbox(self, job_id: str, generation: int, attempt: int, status: JobStatus,
                          fields: dict[str, Any]) -> None:

@@ -1,0 +1,185 @@
+"""Worker plumbing per job: worker CPU per job against `worker.imaging.process` alone (issue 16, item 2).
+
+Runs a local stack (bench.common.LocalStack: one worker, default WORKER_CONCURRENCY, one libvips
+thread), submits JSON storage_key resize jobs of sharp's two photos (fit 512x512 JPEG Q80), and
+reads every process's CPU time (user + system, /proc/<pid>/stat) before and after: CPU time
+stays meaningful on a busy machine, where wall-clock throughput would be noise. Then it runs
+``worker.imaging.process_job`` alone on the same bytes and spec, in this process, with the
+worker's libvips settings, and prints JSON:
+
+    {"worker_cpu_ms_per_job", "engine_cpu_ms_per_job", "overhead_ms",
+     "nats_cpu_ms_per_job", "redis_cpu_ms_per_job", "api_cpu_ms_per_job", ...}
+
+``overhead_ms`` (worker minus engine) is what the issue bounds at 2 ms. Usage:
+
+    python -m bench.plumbing [--jobs 300] [--repeats 3] [--profile out.txt]
+
+``--profile`` also records the worker with py-spy (raw collapsed stacks) during one more run and
+prints the top frames by self time, libvips' own threads and the pipeline left out.
+Not part of bench/run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import CORPUS, PHOTOS, LocalStack, ensure_py_spy, log, run_async
+from bench.driver import CLOCK_TICKS, run_jobs, stage_inputs
+
+PARAMS = {"width": 512, "height": 512, "format": "jpeg", "quality": 80}
+
+
+INPUTS: dict[str, Path] = {f"{name}.jpg": CORPUS / file for name, file in PHOTOS.items()}
+"""What the jobs resize: sharp's two photos, or the files given with --inputs."""
+
+
+def _inputs() -> dict[str, Path]:
+    return INPUTS
+
+
+def _jobs(count: int) -> list[tuple[str, str, dict]]:
+    names = list(_inputs())
+    return [("resize", names[i % len(names)], PARAMS) for i in range(count)]
+
+
+def engine_cpu_ms(count: int) -> tuple[float, float]:
+    """(user, system) CPU ms per job of process_job alone, same inputs and spec, with the worker's libvips setup."""
+    from pixq.jobs import JobType
+    from pixq.limits import Limits
+    from pixq.settings import load_settings
+    from pixq.spec import to_pipeline
+    from worker.imaging import process_job
+    from worker.imaging.vips_setup import configure_vips
+
+    settings = load_settings()
+    configure_vips(1, settings.vips_cache_max_ops)
+    limits = Limits.from_settings(settings)
+    spec = to_pipeline(JobType.RESIZE, dict(PARAMS))
+    datas = [path.read_bytes() for path in _inputs().values()]
+    for data in datas:  # warm-up
+        process_job(data, spec, limits)
+    rounds = []
+    for _ in range(3):  # the median of three rounds: one slowed by a neighbour does not count
+        started = os.times()
+        for i in range(count):
+            process_job(datas[i % len(datas)], spec, limits)
+        ended = os.times()
+        rounds.append(((ended.user - started.user) * 1000 / count, (ended.system - started.system) * 1000 / count))
+    return sorted(rounds, key=sum)[1]
+
+
+def _user_system(pid: int) -> tuple[float, float]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def stack_cpu(stack: LocalStack, keys: dict[str, str], count: int) -> dict:
+    """CPU ms per job by process (bench.driver.cpu_per_job), plus the worker's user / system split
+    (system time includes loopback TCP: a send on loopback runs the receive path too)."""
+    pid = stack.worker_pids()[0]
+    before = _user_system(pid)
+    result = run_async(run_jobs(stack, _jobs(count), keys))
+    after = _user_system(pid)
+    if result["statuses"] != {"completed": count}:
+        raise SystemExit(f"bench.plumbing: not every job completed: {result['statuses']}")
+    return {**result["cpu_ms_per_job"], "worker_user": round((after[0] - before[0]) * 1000 / count, 2),
+            "worker_system": round((after[1] - before[1]) * 1000 / count, 2)}
+
+
+def profile(stack: LocalStack, keys: dict[str, str], count: int, out: Path) -> list[list]:
+    """py-spy on the worker during ``count`` jobs; top frames by self time outside libvips.
+
+    ``--gil``: only the thread holding the GIL is sampled, so the samples are Python CPU time;
+    without it py-spy also counts a thread waiting for the GIL or in a socket call as busy."""
+    py_spy = ensure_py_spy()
+    if py_spy is None:
+        return []
+    proc = subprocess.Popen([str(py_spy), "record", "--pid", str(stack.worker_pids()[0]), "--rate", "250", "--gil",
+                             "--format", "raw", "--nonblocking", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    stack_cpu(stack, keys, count)
+    proc.send_signal(2)
+    proc.wait(timeout=60)
+    return top_frames(out)
+
+
+def top_frames(path: Path, top: int = 20) -> list[list]:
+    """Self-time frames of the worker's Python threads, excluding the libvips pipeline thread's
+    work and idle waits (selector poll): what the plumbing spends."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit() or not stack.strip():
+            continue
+        frames = stack.split(";")
+        if any("worker/imaging" in f or "pyvips" in f for f in frames):
+            continue
+        if frames[-1].startswith(("select (", "poll (", "_worker (concurrent", "wait (threading")):
+            continue
+        samples = int(n)
+        total += samples
+        leaf = frames[-1].rsplit(":", 1)[0] + ")" if ":" in frames[-1] else frames[-1]
+        counts[leaf] = counts.get(leaf, 0) + samples
+    ranked = sorted(counts.items(), key=lambda item: -item[1])[:top]
+    return [[frame, n, round(100 * n / max(total, 1), 1)] for frame, n in ranked]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--inputs", type=Path, nargs="+", default=None,
+                        help="JPEG files instead of the two photos (a small one makes the engine's share, "
+                             "and its noise, small: what is left is the plumbing)")
+    args = parser.parse_args()
+    if args.inputs:
+        INPUTS.clear()
+        INPUTS.update({f"{index}-{path.name}": path for index, path in enumerate(args.inputs)})
+
+    runs: list[dict] = []
+    frames: list[list] = []
+    stdout = os.dup(1)
+    os.dup2(2, 1)  # the stack's processes log to the stdout they inherit: keep ours for the JSON
+    # REUSE_OUTPUTS off: the same two inputs again and again would otherwise complete from the
+    # first jobs' outputs (worker.reuse) and no job would run the pipeline.
+    with LocalStack("plumbing", workers=1, extra_env={"REUSE_OUTPUTS": "false"}) as stack:
+        keys = stage_inputs(stack, _inputs())
+        stack_cpu(stack, keys, 20)  # warm-up: connections, imports, libvips caches
+        for _ in range(args.repeats):
+            runs.append(stack_cpu(stack, keys, args.jobs))
+            log(f"stack run: {runs[-1]}")
+        if args.profile is not None:
+            frames = profile(stack, keys, args.jobs, args.profile)
+    os.dup2(stdout, 1)
+    engine_user, engine_system = engine_cpu_ms(max(40, args.jobs // 2))
+    engine = engine_user + engine_system
+
+    def med(name: str) -> float:
+        return round(statistics.median(run.get(name, 0.0) for run in runs), 2)
+
+    worker = med("workers")
+    out = {"jobs": args.jobs, "repeats": args.repeats, "worker_cpu_ms_per_job": worker,
+           "engine_cpu_ms_per_job": round(engine, 2), "overhead_ms": round(worker - engine, 2),
+           "nats_cpu_ms_per_job": med("nats"), "redis_cpu_ms_per_job": med("redis"),
+           "api_cpu_ms_per_job": med("api"), "worker_user_ms_per_job": med("worker_user"),
+           "worker_system_ms_per_job": med("worker_system"),
+           "engine_user_ms_per_job": round(engine_user, 2), "engine_system_ms_per_job": round(engine_system, 2),
+           "runs": runs}
+    if frames:
+        out["worker_top_self_frames"] = frames
+    json.dump(out, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
