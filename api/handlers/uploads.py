@@ -14,12 +14,13 @@ import os
 import re
 
 import structlog
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from api import direct_uploads
 from api.context import context
 from api.middleware import TENANT
-from api.uploads import FIELD_MAX_CHARS, _decode_text, _json_object, _malformed_multipart, stream_to_file
+from api.multipart import FormStream
+from api.uploads import _decode_text, _json_object, _malformed_multipart, open_form, read_form_field, spool_part
 from pixq import names
 from pixq.errors import ErrorCode, PixqError
 from pixq.storage import LocalStorage
@@ -74,43 +75,40 @@ async def receive_upload(request: web.Request) -> web.Response:
     media_type = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
     if media_type != "multipart/form-data":
         raise PixqError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data: the fields, then 'file'")
-    with _malformed_multipart():
-        reader = await request.multipart()
+    form = open_form(request, ctx.settings.max_request_bytes)  # parsed as a submit's upload is (api.uploads)
     fields: dict[str, str] = {}
     while True:
         with _malformed_multipart():
-            part = await reader.next()
+            part = await form.next_part()
         if part is None:
             raise PixqError(ErrorCode.INVALID_REQUEST, "the form needs a 'file' part (after the fields)")
-        if not isinstance(part, BodyPartReader) or not part.name:
+        name = part.name
+        if not name or part.headers.get("Content-Type", "").lower().startswith("multipart/"):
             raise PixqError(ErrorCode.INVALID_REQUEST, "every part needs a name")
-        if part.name == "file":
+        if name == "file":
             break
         if len(fields) >= MAX_FIELDS:
             raise PixqError(ErrorCode.INVALID_REQUEST, "too many form fields")
-        with _malformed_multipart():
-            text = (await part.read(decode=True)).decode("utf-8", "replace")
-        if len(text) > FIELD_MAX_CHARS:
-            raise PixqError(ErrorCode.INVALID_REQUEST, f"field {part.name[:64]!r} is too long")
-        fields[part.name.lower()] = text  # S3 form field names are case-insensitive
+        text = await read_form_field(form, part, name[:64])  # too long: 400, before it is held whole
+        fields[name.lower()] = text  # S3 form field names are case-insensitive
     if fields.get("key") != key:
         raise PixqError(ErrorCode.FORBIDDEN, "the 'key' field does not match this upload URL")
     declared = fields.get("content-type", "")
     if not IMAGE_TYPE.match(declared) or (grant.content_type and declared != grant.content_type):
         raise PixqError(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
                         f"the 'Content-Type' field must be {grant.content_type or 'an image/* type'}")
-    size = await _store(storage, key, part, ctx.limits.max_input_bytes)
+    size = await _store(storage, key, form, ctx.limits.max_input_bytes)
     log.info("upload_received", upload_id=grant.upload_id, tenant=grant.tenant, size=size, content_type=declared)
     return web.Response(status=204)
 
 
-async def _store(storage: LocalStorage, key: str, part: BodyPartReader, max_bytes: int) -> int:
+async def _store(storage: LocalStorage, key: str, form: FormStream, max_bytes: int) -> int:
     """Stream the file part into a temp file beside its target (413 past ``max_bytes``), then
     rename it into place: a reader never sees half an upload."""
     target = storage.path_of(key)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staged = await stream_to_file(part, max_bytes, target.parent, ".part-")
+        staged = await spool_part(form, max_bytes, target.parent, ".part-")
     except OSError as exc:
         raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot store upload: {exc}") from None
     try:
