@@ -96,6 +96,136 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, user + system CPU ticks) of every process now on the machine."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        table[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return table
+
+
+def _steal_ticks() -> int:
+    """CPU time the hypervisor gave to other guests (the 8th field of /proc/stat's cpu line)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) if len(fields) > 8 else 0
+
+
+class LoadMonitor:
+    """Was anything else using this machine while a section ran? ``make bench`` flags such a run.
+
+    The load average alone cannot say: the bench itself keeps more runnable threads than there
+    are cores (a saturated stack is the point of a throughput run), and a section's 1-min
+    average still carries the previous section's load. So it is recorded (start, highest,
+    end) but the verdict comes from *foreign* CPU: every INTERVAL seconds, the user+system
+    CPU of every process that is not this bench or one of its descendants (a pid once seen
+    as ours stays ours, even when reparented), plus the hypervisor's steal time. A section is
+    BUSY when that foreign CPU averaged more than BUSY_MEAN of the cores over the section,
+    or more than BUSY_PEAK of them in any interval. A foreign process that starts and ends
+    between two samples is not seen (an undercount: a test suite's short-lived children); its
+    parent, if it stays, is. Reading /proc costs this process 1–3 ms per sample (a few hundred
+    processes), i.e. ≤ 0.15 % of a core."""
+
+    INTERVAL = 2.0
+    BUSY_MEAN = 0.10
+    BUSY_PEAK = 0.50
+
+    def __init__(self) -> None:
+        self.cores = os.cpu_count() or 1
+        self.ours: set[int] = {os.getpid()}
+        self.samples: list[float] = []  # foreign CPU of each interval, in cores
+        self.load_max = 0.0
+        self._stop = None
+        self._thread = None
+
+    def _update_ours(self, table: dict[int, tuple[int, int]]) -> None:
+        grew = True
+        while grew:
+            grew = False
+            for pid, (ppid, _) in table.items():
+                if pid not in self.ours and ppid in self.ours:
+                    self.ours.add(pid)
+                    grew = True
+
+    def _foreign(self, table: dict[int, tuple[int, int]]) -> int:
+        return sum(ticks for pid, (_, ticks) in table.items() if pid not in self.ours)
+
+    def _sample_loop(self) -> None:
+        table = _proc_table()
+        self._update_ours(table)
+        last_cpu = {pid: ticks for pid, (_, ticks) in table.items() if pid not in self.ours}
+        last_steal, last_time = _steal_ticks(), time.monotonic()
+        while not self._stop.wait(self.INTERVAL):
+            table = _proc_table()
+            self._update_ours(table)
+            steal, now = _steal_ticks(), time.monotonic()
+            foreign = steal - last_steal
+            for pid, (_, ticks) in table.items():
+                if pid not in self.ours:
+                    foreign += max(0, ticks - last_cpu.get(pid, 0))
+            self.samples.append(foreign / _TICKS / (now - last_time))
+            last_cpu = {pid: ticks for pid, (_, ticks) in table.items() if pid not in self.ours}
+            last_steal, last_time = steal, now
+            self.load_max = max(self.load_max, os.getloadavg()[0])
+
+    def __enter__(self) -> "LoadMonitor":
+        import threading
+        self.load_start = load_average()
+        self.load_max = self.load_start[0]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample_loop, name="load-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.load_end = load_average()
+
+    def figures(self) -> dict:
+        mean = sum(self.samples) / len(self.samples) if self.samples else 0.0
+        peak = max(self.samples, default=0.0)
+        reasons = []
+        if mean > self.BUSY_MEAN * self.cores:
+            reasons.append(f"other processes used {mean:.2f} cores on average (> {self.BUSY_MEAN:g} x {self.cores})")
+        if peak > self.BUSY_PEAK * self.cores:
+            reasons.append(f"other processes used {peak:.2f} cores in one {self.INTERVAL:g} s interval "
+                           f"(> {self.BUSY_PEAK:g} x {self.cores})")
+        return {"load_average_start": self.load_start, "load_average_max_1min": round(self.load_max, 2),
+                "load_average_end": getattr(self, "load_end", load_average()),
+                "foreign_cpu_cores_mean": round(mean, 3), "foreign_cpu_cores_max": round(peak, 3),
+                "samples": len(self.samples), "cores": self.cores, "busy": bool(reasons), "busy_reasons": reasons}
+
+
+def merge_load(*parts: tuple[str, dict]) -> dict:
+    """One section measured in several monitored stretches, as (label, LoadMonitor.figures())
+    (thumbor's comparison uses the throughput run's stack figures): busy if any was."""
+    figures = [f for _, f in parts]
+    out = dict(figures[-1])
+    out["busy"] = any(f["busy"] for f in figures)
+    out["busy_reasons"] = [f"{label}: {reason}" for label, f in parts for reason in f["busy_reasons"]]
+    out["foreign_cpu_cores_max"] = max(f["foreign_cpu_cores_max"] for f in figures)
+    out["load_average_start"] = figures[0]["load_average_start"]
+    return out
+
+
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of a process (threads started later inherit their creator's mask)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:
+            pass
+
+
 def machine_info() -> dict:
     import pyvips
     cpu = "unknown"
@@ -232,7 +362,14 @@ class LocalStack:
             "PIXQ_DEV_REDIS_PORT": str(free_port()),
             # The bench drives one tenant from one IP far past any sane client's rate: it measures
             # the pipeline, not the limiter (docs/api.md gives the limiter's Redis cost).
-            "RATE_LIMIT": "off", "RATE_LIMIT_PER_IP": "off", **(extra_env or {}),
+            "RATE_LIMIT": "off", "RATE_LIMIT_PER_IP": "off",
+            # Every section resubmits the same few photos with the same spec: with reuse on
+            # (worker.reuse, REUSE_OUTPUTS, on by default) all but the first job of each would
+            # complete from stored outputs without processing, and "throughput" or "latency"
+            # would time copies. So processing is measured, and the reuse lookup a miss costs
+            # in production (a BLAKE3 hash of the input, 0.17 ms per MB, and a Redis GET; a
+            # SET after the job) is not in these figures: docs/operations.md, "Work done once".
+            "REUSE_OUTPUTS": "false", **(extra_env or {}),
         }
         self.stack = Stack(self.root, workers, self.api_port)
         self.worker_concurrency = worker_concurrency
@@ -292,8 +429,13 @@ class LocalStack:
     def pin_workers(self, cpus: list[int]) -> None:
         """Pin every thread of worker i to cpus[i] (a pod with a 1-CPU limit, roughly)."""
         for pid, cpu in zip(self.worker_pids(), cpus):
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                os.sched_setaffinity(int(tid), {cpu})
+            pin_process(pid, {cpu})
+
+    def pin_services(self, cpus: set[int]) -> None:
+        """Pin the API, nats-server and redis-server (every thread) to ``cpus``."""
+        for name, proc in self.stack.children:
+            if not name.startswith("worker-"):
+                pin_process(proc.pid, cpus)
 
 
 def _listening(port: int) -> bool:

@@ -107,7 +107,10 @@ async def run_jobs(stack: LocalStack, jobs: list[tuple[str, str, dict]], keys: d
         statuses: dict[str, int] = {}
         for job_id in job_ids:
             async with session.get(f"{stack.url}/api/v1/jobs/{job_id}") as response:
-                status = (await response.json()).get("status", f"http-{response.status}")
+                record = await response.json()
+            status = record.get("status", f"http-{response.status}")
+            if (record.get("result") or {}).get("reused_from"):
+                status += " (reused: not processed)"  # REUSE_OUTPUTS on: the run timed copies
             statuses[status] = statuses.get(status, 0) + 1
     return {"jobs": len(jobs), "seconds": round(elapsed, 3), "jobs_per_s": round(len(jobs) / elapsed, 2),
             "submit_seconds": round(submitted_at - started, 3), "statuses": statuses, "cpu_ms_per_job": cpu}

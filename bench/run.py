@@ -2,10 +2,15 @@
 
     python -m bench.run                      # everything, ~10-15 min on 2 cores
     python -m bench.run --quick              # smoke run: one repeat, short runs (~3 min)
-    python -m bench.run --only api,memory    # some sections: throughput,thumbor,api,memory,scaling,notifications,inputs,fairness,engine_sharp
+    python -m bench.run --only api,memory    # some sections: throughput,thumbor,api,memory,scaling,latency,
+                                             #   notifications,inputs,fairness,engine_sharp,plumbing,api_cpu
 
 Writes bench/results/<section>.json and regenerates docs/benchmarks.md from every result
-file present (a partial run keeps the other sections' last figures). Installs what it
+file present (a partial run keeps the other sections' last figures). A --quick run writes
+bench/.work/quick/results/ and bench/.work/quick/benchmarks.md instead, so a smoke test
+never replaces the committed figures. Every section records the load average and the CPU
+other processes used meanwhile (bench.common.LoadMonitor); a section run on a busy machine
+is flagged BUSY MACHINE in the report. Installs what it
 needs on first use: thumbor into bench/.thumbor-venv, npm's loadtest into bench/.tools,
 py-spy into the venv. Everything it starts listens on 127.0.0.1 and is stopped at the end.
 """
@@ -16,14 +21,27 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 
 from bench import report
-from bench.common import (RESULTS, WORK, dump_json, ensure_loadtest, ensure_py_spy, ensure_thumbor, load_average,
-                          log, machine_info, prepare_inputs)
+from bench.common import (RESULTS, WORK, LoadMonitor, dump_json, ensure_loadtest, ensure_py_spy, ensure_thumbor,
+                          load_average, log, machine_info, merge_load, prepare_inputs)
 
-SECTIONS = ("throughput", "thumbor", "api", "memory", "scaling", "notifications", "inputs", "fairness", "engine_sharp")
+QUICK = WORK / "quick"
+"""Where a --quick run writes its JSON and report: never over the committed figures."""
+
+
+def run_module(module: str, args: list[str]) -> dict:
+    """Another helper's bench script (``python -m bench.<module>``), whose stdout ends with its JSON."""
+    out = subprocess.run([sys.executable, "-m", module, *args], check=True, text=True, stdout=subprocess.PIPE)
+    start = out.stdout.rfind("\n{\n") + 1 if not out.stdout.startswith("{\n") else 0
+    return json.loads(out.stdout[start:])
+
+
+SECTIONS = ("throughput", "thumbor", "api", "memory", "scaling", "latency", "notifications", "inputs", "fairness",
+            "engine_sharp", "plumbing", "api_cpu")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 1 if args.quick else 3
     seconds = 1.5 if args.quick else 4.0
     P = args.processes
+    results = QUICK / "results" if args.quick else RESULTS
     started = time.time()
     WORK.mkdir(parents=True, exist_ok=True)
     run_info = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "quick": args.quick, "sections": only,
@@ -66,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     log(f"machine: {json.dumps(run_info['machine'])}; load average {run_info['load_average_start']}")
     inputs = prepare_inputs()
 
+    def save(name: str, monitor: LoadMonitor | dict, data: dict) -> None:
+        load = monitor if isinstance(monitor, dict) else monitor.figures()
+        if load["busy"]:
+            log(f"BUSY MACHINE during {name}: {'; '.join(load['busy_reasons'])}")
+        dump_json(results / f"{name}.json", {"run": run_info, "load": load,
+                                             "load_average_end": load["load_average_end"], **data})
+
     from bench.common import LocalStack
     from bench.throughput import WORKLOADS, measure_paired, profile_stack
 
@@ -73,76 +99,104 @@ def main(argv: list[str] | None = None) -> int:
     if "throughput" in only or "thumbor" in only:
         workloads = WORKLOADS if "throughput" in only else [w for w in WORKLOADS if w.name in
                                                              ("resize-jpeg", "resize-png", "resize-webp")]
-        with LocalStack("throughput", workers=P, worker_concurrency=args.worker_concurrency,
-                        vips_concurrency=args.vips_concurrency) as stack:
-            raw, stack_figures = measure_paired(stack, workloads, inputs, P, repeats, seconds,
-                                                uploads_for=("resize-jpeg",) if "throughput" in only else ())
-            counts = {name: value["jobs"] for name, value in raw.items()}
-            profile = None
-            if py_spy is not None:
-                log("profiling worker 1 and the API with py-spy (not a timed run)")
-                profile = profile_stack(stack, inputs, py_spy, max(60, counts["resize-jpeg"] * 2), "resize-jpeg")
+        with LoadMonitor() as throughput_load:
+            with LocalStack("throughput", workers=P, worker_concurrency=args.worker_concurrency,
+                            vips_concurrency=args.vips_concurrency) as stack:
+                raw, stack_figures = measure_paired(stack, workloads, inputs, P, repeats, seconds,
+                                                    uploads_for=("resize-jpeg",) if "throughput" in only else ())
+                counts = {name: value["jobs"] for name, value in raw.items()}
+                profile = None
+                if py_spy is not None:
+                    log("profiling worker 1 and the API with py-spy (not a timed run)")
+                    profile = profile_stack(stack, inputs, py_spy, max(60, counts["resize-jpeg"] * 2), "resize-jpeg")
         if "throughput" in only:
-            dump_json(RESULTS / "throughput.json", {
-                "run": run_info, "load_average_end": load_average(), "raw": raw, "stack": stack_figures,
-                "profile": profile,
+            save("throughput", throughput_load, {
+                "raw": raw, "stack": stack_figures, "profile": profile,
                 "config": {"processes": P, "worker_processes": P, "worker_concurrency": args.worker_concurrency,
                            "vips_concurrency": args.vips_concurrency, "vips_cache_max_ops": 0}})
 
     if "thumbor" in only:
         from bench.thumbor import PIXQ_WORKLOAD, measure_thumbor
-        thumbor = measure_thumbor(thumbor_exe, inputs, P, repeats, seconds)
+        with LoadMonitor() as load:
+            thumbor = measure_thumbor(thumbor_exe, inputs, P, repeats, seconds)
         comparison = {}
         for fmt, workload in PIXQ_WORKLOAD.items():
             ours = stack_figures[workload]["jobs_per_s"]
             comparison[fmt] = {"pixq_stack_jobs_per_s": ours, "raw_pyvips_jobs_per_s": raw[workload]["jobs_per_s"],
                                "thumbor_rps": thumbor[fmt]["rps"],
                                "ratio": round(ours / thumbor[fmt]["rps"], 2) if thumbor[fmt]["rps"] else None}
-        dump_json(RESULTS / "thumbor.json", {"run": run_info, "load_average_end": load_average(),
-                                              "thumbor": thumbor, "comparison": comparison})
+        # the ratio uses the throughput run's pixq figures: busy if either stretch was
+        save("thumbor", merge_load(("pixq's run (section 1)", throughput_load.figures()), ("thumbor's run", load.figures())),
+             {"thumbor": thumbor, "comparison": comparison})
 
     if "api" in only:
         from bench.api_load import measure_api
-        api = measure_api(loadtest_module, inputs.files["photo.jpg"], 3.0 if args.quick else 10.0)
-        dump_json(RESULTS / "api.json", {"run": run_info, "load_average_end": load_average(), **api})
+        with LoadMonitor() as load:
+            api = measure_api(loadtest_module, inputs.files["photo.jpg"], 3.0 if args.quick else 10.0)
+        save("api", load, api)
 
     if "memory" in only:
         from bench.memory import measure_api_memory, measure_worker_memory
-        worker = measure_worker_memory(inputs, 2 if args.quick else 4)
-        api_memory = measure_api_memory(inputs.files["photo.jpg"])
-        dump_json(RESULTS / "memory.json", {"run": run_info, "load_average_end": load_average(),
-                                             "worker": worker, "api": api_memory})
+        with LoadMonitor() as load:
+            worker = measure_worker_memory(inputs, 2 if args.quick else 4)
+            api_memory = measure_api_memory(inputs.files["photo.jpg"])
+        save("memory", load, {"worker": worker, "api": api_memory})
 
     if "scaling" in only:
         from bench.scaling import measure_scaling
-        count = 40 if args.quick else 200
-        scaling = measure_scaling(inputs, args.worker_concurrency, count, repeats)
-        dump_json(RESULTS / "scaling.json", {"run": run_info, "load_average_end": load_average(), **scaling})
+        with LoadMonitor() as load:
+            scaling = measure_scaling(inputs, args.worker_concurrency, 40 if args.quick else 200, repeats)
+        save("scaling", load, scaling)
+
+    if "latency" in only:
+        from bench.latency import measure_latency
+        with LoadMonitor() as load:
+            latency = measure_latency(inputs, P, args.worker_concurrency, 10 if args.quick else 50)
+        save("latency", load, latency)
 
     if "notifications" in only:
         from bench.notifications import measure_notifications
-        notifications = measure_notifications(args.quick)
-        dump_json(RESULTS / "notifications.json", {"run": run_info, "load_average_end": load_average(),
-                                                    **notifications})
+        with LoadMonitor() as load:
+            notifications = measure_notifications(args.quick)
+        save("notifications", load, notifications)
 
     if "inputs" in only:
         from bench.inputs import measure_inputs
-        figures = measure_inputs({name: inputs.files[name] for name in ("photo.jpg", "photo.png")},
-                                 20 if args.quick else 100)
-        dump_json(RESULTS / "inputs.json", {"run": run_info, "load_average_end": load_average(), **figures})
+        with LoadMonitor() as load:
+            figures = measure_inputs({name: inputs.files[name] for name in ("photo.jpg", "photo.png")},
+                                     20 if args.quick else 100)
+        save("inputs", load, figures)
 
     if "fairness" in only:
         from bench.fairness import measure_fairness
-        fairness = measure_fairness(inputs.files["photo.jpg"], args.quick, P, args.worker_concurrency)
-        dump_json(RESULTS / "fairness.json", {"run": run_info, "load_average_end": load_average(), **fairness})
+        with LoadMonitor() as load:
+            fairness = measure_fairness(inputs.files["photo.jpg"], args.quick, P, args.worker_concurrency)
+        save("fairness", load, fairness)
 
     if "engine_sharp" in only:
         from bench.engine_sharp import measure_engine_vs_sharp
-        engine = measure_engine_vs_sharp(args.quick)
-        dump_json(RESULTS / "engine_sharp.json", {"run": run_info, "load_average_end": load_average(), **engine})
+        with LoadMonitor() as load:
+            engine = measure_engine_vs_sharp(args.quick)
+        save("engine_sharp", load, engine)
 
-    report.write()
-    log(f"done in {time.time() - started:.0f}s; wrote bench/results/*.json and docs/benchmarks.md")
+    # Sections written by other scripts (bench/plumbing.py, bench/api_cpu.py), run as they are
+    # run by hand; their JSON is stored as it is printed.
+    if "plumbing" in only:
+        with LoadMonitor() as load:
+            plumbing = run_module("bench.plumbing", ["--jobs", "40" if args.quick else "300",
+                                                     "--repeats", str(repeats)])
+        save("plumbing", load, plumbing)
+
+    if "api_cpu" in only:
+        with LoadMonitor() as load:
+            api_cpu = run_module("bench.api_cpu", ["--jobs", "100", "--upload-jobs", "20"] if args.quick else [])
+        save("api_cpu", load, api_cpu)
+
+    report.write(results, QUICK / "benchmarks.md" if args.quick else report.DOC)
+    where = f"{results.relative_to(WORK.parent.parent)}/*.json and " + (
+        "bench/.work/quick/benchmarks.md (a --quick run leaves the committed figures alone)" if args.quick
+        else "docs/benchmarks.md")
+    log(f"done in {time.time() - started:.0f}s; wrote {where}")
     return 0
 
 

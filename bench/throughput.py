@@ -83,7 +83,7 @@ def measure_paired(stack: LocalStack, workloads: list[Workload], inputs: Inputs,
                 log(f"{label}: raw {median(raw_runs)} / stack {median(rates)} jobs/s "
                     f"({count} jobs x {repeats}, alternating) {stack_out[label]['statuses']}")
             if workload.name == "resize-jpeg":
-                for mode in ("naive", "engine"):
+                for mode in ("naive", "libvips-default", "engine"):
                     pool.measure(job_list(workload, inputs, processes * 2), mode=mode)
                     extra = [round(pool.measure(jobs, mode=mode), 2) for _ in range(repeats)]
                     raw_out[f"resize-jpeg-{mode}"] = {"jobs": count, "runs": extra, "jobs_per_s": median(extra)}
