@@ -10,6 +10,7 @@ from aiohttp import web
 from api.context import CONTEXT, ApiContext
 from api.direct_uploads import upload_sweeper
 from api.events_hub import EVENTS_HUB, EventHub, end_streams
+from api.handlers import images
 from api.metrics import seed_series
 from api.middleware import IN_FLIGHT, InFlight, authenticate, observe
 from api.ratelimit import add_headers, limit_by_ip, limit_by_tenant, rate_limiter
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_headers)  # RateLimit, RateLimit-Policy, Retry-After
     # Before aiohttp waits for open requests to finish: SSE streams end, long-polls answer.
     app.on_shutdown.append(end_streams)
+    images.setup(app, settings, tenants)  # /img: checks IMG_* at start
     setup_routes(app)
     seed_series(app, tenants.names(), [job_type.value for job_type in JobType])
     return app

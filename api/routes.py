@@ -15,7 +15,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel
 
-from api.handlers import analyze, batches, deliveries, docs, dlq, events, jobs, system, uploads
+from api.handlers import analyze, batches, deliveries, docs, dlq, events, images, jobs, system, uploads
 from pixq import schemas as s
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -103,6 +103,14 @@ ROUTES: tuple[Route, ...] = (
           auth="admin", ok={202: s.ReplayResult}, errors=(404, 422)),
     Route("DELETE", "/api/v1/dlq/{job_id}", dlq.purge_one, "Purge a dead-lettered job", "dlq", auth="admin",
           ok={200: s.PurgeOne}, errors=(404,)),
+    Route("DELETE", "/api/v1/cache", images.purge_cache, "Purge /img's cached results of one source", "images",
+          auth="admin", ok={200: images.CachePurged}, errors=(400, 422), query=images.CachePurgeQuery),
+    Route("GET", "/img/{tail}", images.serve_image, "An image by imgproxy-compatible signed URL (cached)",
+          "images", auth="none", ok={200: "image/*", 304: None}, errors=(400, 403, 404, 410, 413, 415, 422),
+          response_headers={200: ("ETag",), 304: ("ETag",)},
+          description="`/img/{signature}/{options}/plain/{source}@{ext}` or the base64 source form "
+                      "(docs/on-the-fly.md). Off (404) unless IMG_KEY or IMG_ALLOW_UNSIGNED is set. "
+                      "503 IMAGE_PENDING with Retry-After when the job outlasts IMG_WAIT."),
     Route("GET", "/api/v1/openapi.json", docs.openapi_json, "This document", "system", auth="none",
           ok={200: JSON}, uses_backends=False),
     Route("GET", "/docs", docs.docs_page, "API docs page (Swagger UI, served locally)", "system", auth="none",
@@ -120,7 +128,7 @@ ROUTES: tuple[Route, ...] = (
           ok={200: "text/plain"}, uses_backends=False),
 )
 
-_AIOHTTP_PATHS = {"/files/{key}": "/files/{key:.+}"}
+_AIOHTTP_PATHS = {"/files/{key}": "/files/{key:.+}", "/img/{tail}": "/img/{tail:.+}"}
 """aiohttp spellings of paths whose parameter spans slashes (OpenAPI cannot say so)."""
 
 def setup_routes(app: web.Application) -> None:

@@ -23,6 +23,7 @@ from pixq.errors import ErrorCode, PixqError, describe
 from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType, Priority
 from pixq.publish import PublishUnconfirmed
 from pixq.queue import publish_job
+from pixq.status import JobExists
 from pixq.sniff import check_spec_fits, sniff
 from pixq.spec import PipelineSpec
 from pixq.tenants import Tenant
@@ -80,10 +81,14 @@ async def _store_upload(ctx: ApiContext, submit: SubmitRequest, spec: PipelineSp
 
 async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, tenant: Tenant, request_id: str,
                      idempotency_key: str | None, callback_url: str | None = None, batch_id: str | None = None,
-                     job_id: str | None = None, priority: Priority = Priority.INTERACTIVE) -> Accepted:
+                     job_id: str | None = None, priority: Priority = Priority.INTERACTIVE,
+                     exclusive: bool = False) -> Accepted:
     """Run the whole submit for ``tenant``; raises PixqError (4xx for the client's mistakes, 503 for outages).
 
-    A batch reserves its items' ``job_id`` before accepting them (pixq.batches)."""
+    A batch reserves its items' ``job_id`` before accepting them (pixq.batches). ``exclusive``
+    (a ``job_id`` derived from content, /img's): when that job is recorded already, another
+    request is submitting it or did; answer it as replayed and touch nothing, so a failure here
+    can never roll back the other request's job."""
     spec, preset = presets.compile_spec(ctx, tenant, job_type, submit)
     if idempotency_key:
         existing = await ctx.deps.status.idempotent_job(tenant.name, idempotency_key)
@@ -116,7 +121,7 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
                                               quota=quotas.quota_of(ctx.settings, tenant),
                                               callback_url=callback_url, batch_id=batch_id,
                                               preset=json.dumps(preset) if preset else None,
-                                              priority=priority.value)
+                                              priority=priority.value, exclusive=exclusive)
         created = True
         # Stored before the job's message exists, so it precedes every worker's event.
         await events.publish_queued_event(ctx.deps.nc, ctx.deps.js, record)
@@ -131,7 +136,9 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
                 created = False  # keep that terminal status: it is what stops a late message
                 raise
             job_log.info("publish_confirmed_by_worker")  # a worker already has it: it did land
-    except _LostRace as race:
+    except (_LostRace, JobExists) as race:
+        if claimed:
+            await ctx.deps.status.release_idempotency_key(tenant.name, idempotency_key, job_id)
         if uploaded_key:
             await ctx.deps.storage.delete(uploaded_key)
         return Accepted(race.job_id, replayed=True)

@@ -20,6 +20,8 @@ class ErrorCode(StrEnum):
     INPUT_NOT_FOUND = "INPUT_NOT_FOUND"
     SOURCE_REFUSED = "SOURCE_REFUSED"
     SOURCE_REJECTED = "SOURCE_REJECTED"
+    SIGNATURE_INVALID = "SIGNATURE_INVALID"
+    URL_EXPIRED = "URL_EXPIRED"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     RATE_LIMITED = "RATE_LIMITED"
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
@@ -37,6 +39,8 @@ class ErrorCode(StrEnum):
     QUEUE_UNAVAILABLE = "QUEUE_UNAVAILABLE"
     TIMEOUT = "TIMEOUT"
     SOURCE_UNAVAILABLE = "SOURCE_UNAVAILABLE"
+    IMAGE_PENDING = "IMAGE_PENDING"
+    """/img: the job making the image outlasted IMG_WAIT; it goes on, retry (Retry-After)."""
     # Terminal outcome of the retry policy
     DEAD_LETTERED = "DEAD_LETTERED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
@@ -54,6 +58,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INPUT_NOT_FOUND: 422,
     ErrorCode.SOURCE_REFUSED: 422,
     ErrorCode.SOURCE_REJECTED: 422,
+    ErrorCode.SIGNATURE_INVALID: 403,
+    ErrorCode.URL_EXPIRED: 410,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.QUOTA_EXCEEDED: 429,
@@ -69,6 +75,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.QUEUE_UNAVAILABLE: 503,
     ErrorCode.TIMEOUT: 503,
     ErrorCode.SOURCE_UNAVAILABLE: 503,
+    ErrorCode.IMAGE_PENDING: 503,
     ErrorCode.DEAD_LETTERED: 500,
     ErrorCode.INTERNAL_ERROR: 500,
 }

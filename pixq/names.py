@@ -283,3 +283,20 @@ def claimed_upload_key(tenant: str, upload_id: str) -> str:
 def output_object_key(tenant: str, job_id: str, variant: str, extension: str) -> str:
     """Where one output of a job is stored; deterministic, so a retry overwrites it."""
     return f"outputs/{_tenant(tenant)}/{_job(job_id)}/{variant}.{extension}"
+
+
+IMG_PREFIX = "img/"
+"""/img's result cache (pixq.imgcache): ``img/<tenant>/<source digest>/<cache key>``."""
+
+
+def img_source_prefix(tenant: str, source_digest: str) -> str:
+    """Every cached result derived from one source, so one purge removes them all."""
+    if not re.fullmatch(r"[0-9a-f]{32,64}", source_digest):
+        raise ValueError("invalid source digest")
+    return f"{IMG_PREFIX}{_tenant(tenant)}/{source_digest}/"
+
+
+def img_epoch_key(tenant: str, source_digest: str) -> str:
+    """String counting a source's purges: part of its /img jobs' ids, so a miss after a purge
+    is a new job (not a Nats-Msg-Id duplicate of the purged one)."""
+    return f"{KEY_PREFIX}:img:epoch:{_tenant(tenant)}:{source_digest}"

@@ -105,7 +105,7 @@ def parse_networks(value: str) -> list[IpNetwork]:
 
 
 SECRET_FIELDS = ("nats_url", "redis_url", "redis_sentinel_password", "minio_access_key", "minio_secret_key",
-                 "url_signing_key", "api_keys", "admin_api_keys", "webhook_secrets")
+                 "url_signing_key", "api_keys", "admin_api_keys", "webhook_secrets", "img_key", "img_salt")
 """Settings that may hold a secret: each also accepts ``<NAME>_FILE`` and refuses placeholders."""
 
 PLACEHOLDER = "CHANGE_ME"
@@ -187,6 +187,25 @@ class Settings(BaseSettings):
     source_timeout: Duration = 30.0
     presets_file: Path | None = None
     ingest_dedupe_ttl: Duration = 7 * 86400.0
+
+    # /img URLs: imgproxy's format and signature (docs/on-the-fly.md, pixq.imgproxy)
+    img_key: str = ""
+    """Hex HMAC keys, comma-separated (the first signs; later ones are still accepted: rotation)."""
+    img_salt: str = ""
+    """Hex salts, one per IMG_KEY key, in the same order."""
+    img_signature_size: int = Field(32, ge=1, le=32)
+    img_presets: str = ""
+    """``name=opt:a/opt:b;name2=...``; a preset called ``default`` applies to every URL."""
+    img_allow_unsigned: bool = False
+    """No IMG_KEY: serve /img with any signature segment (``insecure``). Never in production."""
+
+    # /img serving and cache (docs/on-the-fly.md, "Serving and cache")
+    img_tenant: str = "default"
+    """Whose jobs, quota and cache the public /img URLs use (they carry no API key)."""
+    img_wait: Duration = 10.0
+    img_cache_max_age: Duration = 365 * 86400.0
+    img_auto_webp: bool = False
+    img_auto_avif: bool = False
 
     # Worker
     metrics_port: int = Field(9091, ge=0, le=65535)
@@ -332,6 +351,36 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"expected comma-separated whsec_<base64> secrets (Standard Webhooks): {exc}") from None
         return value
+
+    @field_validator("img_key", "img_salt")
+    @classmethod
+    def _img_hex(cls, value: str) -> str:
+        from pixq.imgproxy import parse_hex_list  # imported here: pixq.imgproxy reads Settings
+
+        if PLACEHOLDER.lower() not in value.lower():  # refused with the variable's name by _no_placeholders
+            parse_hex_list(value)  # ValueError says which item is wrong
+        return value
+
+    @field_validator("img_presets")
+    @classmethod
+    def _img_presets(cls, value: str) -> str:
+        from pixq.imgproxy import parse_presets
+
+        parse_presets(value)  # ValueError names the preset and the option
+        return value
+
+    @model_validator(mode="after")
+    def _img_signing(self) -> "Settings":
+        if PLACEHOLDER.lower() in f"{self.img_key}{self.img_salt}".lower():
+            return self  # refused with the variable's name by _no_placeholders
+        keys = len([item for item in self.img_key.split(",") if item.strip()])
+        salts = len([item for item in self.img_salt.split(",") if item.strip()])
+        if keys != salts:
+            raise ValueError(f"IMG_SALT: IMG_KEY has {keys} key(s) and IMG_SALT {salts} salt(s); give one salt per key, "
+                             "in the same order")
+        if keys and self.img_allow_unsigned:
+            raise ValueError("IMG_ALLOW_UNSIGNED: set IMG_KEY (signed URLs) or IMG_ALLOW_UNSIGNED=true, not both")
+        return self
 
     @model_validator(mode="after")
     def _no_placeholders(self) -> "Settings":

@@ -154,6 +154,14 @@ class Unreplicated(PixqError):
         super().__init__(ErrorCode.STATUS_UNAVAILABLE, message)
 
 
+class JobExists(Exception):
+    """``create(exclusive=True)`` found the job already recorded: nothing was written."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
 class StatusStore:
     """Reads and writes job statuses; raises PixqError(STATUS_UNAVAILABLE) when Redis is down."""
 
@@ -189,19 +197,22 @@ class StatusStore:
             return False
 
     async def create(self, job_id: str, job_type: str, tenant: str, request_id: str, generation: int = 0,
-                     quota: TenantQuota | None = None, **extra: Any) -> dict:
+                     quota: TenantQuota | None = None, exclusive: bool = False, **extra: Any) -> dict:
         """Record a new job as queued (attempt 0), owned by ``tenant``; ``extra`` holds optional
         fields (``callback_url``, ``batch_id``). Returns the stored record.
 
         With a ``quota``, raises QuotaExceeded (nothing written) when the tenant already has
         its cap of jobs in flight or has used its month's megapixels, checked in the same
         script that writes the status; a job reserved by ``reserve_in_flight`` (a batch item)
-        is counted already."""
+        is counted already. ``exclusive``: raise JobExists when a status for ``job_id`` is
+        stored already (a job id derived from content, as /img's: another request made it)."""
         now = utc_now()
         record = {"job_id": job_id, "type": job_type, "tenant": tenant, "status": JobStatus.QUEUED.value,
                   "created_at": now, "updated_at": now, "request_id": request_id,
                   **{key: value for key, value in extra.items() if value}}
         applied, stored = await self._write(job_id, generation, 0, JobStatus.QUEUED, record, quota)
+        if exclusive and not applied:
+            raise JobExists(job_id)
         await history.record(self.client, tenant, job_id, now, self.job_ttl)
         return (stored if applied else None) or record
 

@@ -16,6 +16,8 @@ pytestmark = pytest.mark.timeout(60)
 
 # A sample value for each secret, and what Settings makes of it.
 SAMPLES = {
+    "img_key": ("943b421c9eb07c830af81030552c86009268de4e532ba2ee2eab8247c6da0881", "943b421c9eb07c830af81030552c86009268de4e532ba2ee2eab8247c6da0881"),
+    "img_salt": ("520f986b998545b4785e0defbc4f3c1203f22de2374a3d53cb7a7fe9fea309c5", "520f986b998545b4785e0defbc4f3c1203f22de2374a3d53cb7a7fe9fea309c5"),
     "nats_url": ("nats://pixq:n%40ts-pw@nats.internal:4222", "nats://pixq:n%40ts-pw@nats.internal:4222"),
     "redis_url": ("rediss://pixq:r3dis-pw@redis.internal:6380/0", "rediss://pixq:r3dis-pw@redis.internal:6380/0"),
     "redis_sentinel_password": ("s3ntinel-pw", "s3ntinel-pw"),
@@ -45,6 +47,10 @@ def refused(capsys) -> str:
     return capsys.readouterr().err
 
 
+PARTNERS = {"img_key": "IMG_SALT", "img_salt": "IMG_KEY"}
+"""A key needs its salt and a salt its key (IMG_KEY / IMG_SALT pairs): set the other to one byte."""
+
+
 def test_every_secret_field_is_covered():
     assert set(SAMPLES) == set(SECRET_FIELDS)
 
@@ -55,6 +61,8 @@ def test_secret_from_file(field, tmp_path, clean_env):
     secret = tmp_path / field
     secret.write_text(raw + "\n")  # secret files usually end with a newline; it is not part of the secret
     clean_env.setenv(f"{field.upper()}_FILE", str(secret))
+    if field in PARTNERS:
+        clean_env.setenv(PARTNERS[field], "00")
     assert getattr(load_settings(), field) == parsed
 
 

@@ -40,6 +40,14 @@ class Storage(Protocol):
     async def delete(self, key: str) -> None:
         """Remove an object; missing is fine."""
 
+    async def etag(self, key: str) -> str | None:
+        """A version tag that changes whenever the object's bytes do (S3's ETag; locally size and
+        mtime_ns), or None when it does not exist: part of /img's cache keys (pixq.imgcache)."""
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every object whose key starts with ``prefix`` (a folder, ending in "/"); the
+        number removed. /img's purge by source (pixq.imgcache)."""
+
     def presigned_url(self, key: str, ttl: float) -> str | None:
         """A direct download URL, or None when the API must serve the object itself."""
 

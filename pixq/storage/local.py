@@ -116,6 +116,38 @@ class LocalStorage:
         except OSError:
             pass
 
+    async def etag(self, key: str) -> str | None:
+        """Size and mtime_ns: every write here replaces the file (os.replace), so new bytes
+        mean a new mtime."""
+        try:
+            info = self.path_of(key).stat()
+        except OSError as exc:
+            if _names_no_object(exc):
+                return None
+            raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot stat {key}: {exc}") from None
+        return f"{info.st_size}-{info.st_mtime_ns}" if stat.S_ISREG(info.st_mode) else None
+
+    async def delete_prefix(self, prefix: str) -> int:
+        folder = self.path_of(prefix.rstrip("/"))
+
+        def remove() -> int:
+            removed = 0
+            for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
+                if path.is_file() or path.is_symlink():
+                    path.unlink(missing_ok=True)
+                    removed += 1
+                else:
+                    path.rmdir()
+            folder.rmdir()
+            return removed
+
+        if not folder.is_dir():
+            return 0
+        try:
+            return await asyncio.to_thread(remove)
+        except OSError as exc:
+            raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot delete {prefix}: {exc}") from None
+
     def presigned_url(self, key: str, ttl: float) -> str | None:
         return None
 

@@ -101,6 +101,25 @@ class S3Storage:
         except PixqError:
             pass
 
+    async def etag(self, key: str) -> str | None:
+        try:
+            stat = await self._call("stat", self.client.stat_object, self.bucket, key)
+        except PixqError as exc:
+            if exc.code is ErrorCode.INPUT_NOT_FOUND:
+                return None
+            raise
+        return stat.etag
+
+    async def delete_prefix(self, prefix: str) -> int:
+        def remove() -> int:
+            removed = 0
+            for item in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                self.client.remove_object(self.bucket, item.object_name)
+                removed += 1
+            return removed
+
+        return await self._call("delete", lambda *_: remove(), self.bucket, prefix)
+
     def presigned_url(self, key: str, ttl: float) -> str | None:
         return self.signer.presigned_get_object(self.bucket, key, expires=timedelta(seconds=max(1, int(ttl))))
 
