@@ -161,8 +161,9 @@ def thumbor_section(data: dict, targets: list) -> str:
 
 {_conditions(data)}
 
-thumbor {data['run']['machine']['thumbor']} from PyPI in its own venv, default PIL engine, `--processes {t['processes']}`,
-file loader, no original/result storage (every request decodes the file), `fit-in/512x512`,
+thumbor {data['run']['machine']['thumbor']} from PyPI in its own venv, default PIL engine, {t['processes']} servers of one
+process each on their own ports, requests dealt round-robin over them (one `--processes {t['processes']}` server
+let the kernel put every connection in one process at random: 23–25 or 47–51 rps in one run), file loader, no original/result storage (every request decodes the file), `fit-in/512x512`,
 `filters:format(jpeg):quality(80):strip_icc()`, RESPECT_ORIENTATION on, PROGRESSIVE_JPEG off (pixq writes
 baseline), EXIF, EXIF copyright and IPTC not kept, the ICC profile dropped by `strip_icc()` (thumbor has no
 setting for it, and no ICC to sRGB conversion for JPEG output: pixq converts a profile to sRGB and then
@@ -498,11 +499,49 @@ pixq's `FAST_SHRINK_ON_LOAD` is {fast} by default; the last column times the oth
 """
 
 
+I17 = "**#17** "
+
+
+def img_section(data: dict, targets: list) -> str:
+    """bench/img.py: on-the-fly image URLs (issue 17, item 5)."""
+    miss, hit, burst = data["miss"], data["hit"], data["coalescing"]
+    thumbor = data.get("thumbor")
+    _ratio_target(targets, f"{I17}on-the-fly misses vs thumbor, same options and photos: ≥ 1.1×",
+                  data.get("miss_vs_thumbor"), 1.1)
+    targets.append([f"{I17}50 concurrent requests for one uncached URL → exactly one job",
+                    f"{burst['jobs_published']} job(s); answers {burst['statuses']}",
+                    _verdict(burst["jobs_published"] == 1 and burst["statuses"].get("200") == burst["requests"]), ""])
+    targets.append([f"{I17}cache hits on one API process", f"{hit['rps']} rps, p99 {hit['p99_ms']} ms",
+                    "measured (no target set)", ""])
+    rows = [["misses (each URL new: one job each)", miss["requests"], miss["rps"], miss["errors"]]]
+    if thumbor:
+        rows.append(["thumbor, same options (no result storage)", thumbor["requests"], thumbor["rps"], thumbor["errors"]])
+    return f"""## 14. On-the-fly image URLs (`GET /img/...`)
+
+{_conditions(data)}
+
+Signed imgproxy-style URLs (`{data['options']}`, `plain/local://…@jpg`) for sharp's two photos,
+fit in 512x512 JPEG Q80, against the local stack ({data['processes']} workers): the API publishes a
+job on a miss and waits for its completed event; a hit streams the cached result. Closed loop
+with {data['connections']} keep-alive connections (4 per process), alternating with thumbor runs. Misses
+use a new cachebuster per request; thumbor runs with no result storage, so every request of
+its is a miss too.
+
+{_table(["what", "requests", "rps", "errors"], rows)}
+
+Misses ÷ thumbor: **{data.get('miss_vs_thumbor', 'not measured')}×**.
+Hits, one URL, one API process: **{hit['rps']} rps**, p50 {hit['p50_ms']} ms, p99 {hit['p99_ms']} ms
+({hit['requests']} requests, {hit['errors']} errors).
+{burst['requests']} concurrent requests for one uncached URL: **{burst['jobs_published']} job(s)
+published**, answers {burst['statuses']}, {burst['distinct_bodies']} distinct body.
+"""
+
+
 SECTIONS = [("throughput", throughput_section), ("thumbor", thumbor_section), ("api", api_section),
             ("memory", memory_section), ("scaling", scaling_section), ("throughput", lambda data, _: profile_section(data)),
             ("notifications", notifications_section), ("inputs", inputs_section), ("fairness", fairness_section),
             ("engine_sharp", engine_sharp_section), ("latency", latency_section), ("plumbing", plumbing_section),
-            ("api_cpu", api_cpu_section)]
+            ("api_cpu", api_cpu_section), ("img", img_section)]
 """Report order: (result file, section writer(data, targets) -> markdown, appending Targets rows)."""
 
 

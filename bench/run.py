@@ -41,7 +41,7 @@ def run_module(module: str, args: list[str]) -> dict:
 
 
 SECTIONS = ("throughput", "thumbor", "api", "memory", "scaling", "latency", "notifications", "inputs", "fairness",
-            "engine_sharp", "plumbing", "api_cpu")
+            "engine_sharp", "plumbing", "api_cpu", "img")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 "vips_concurrency": args.vips_concurrency, "repeats": repeats, "seconds_per_run": seconds,
                 "load_average_start": load_average()}
     py_spy = ensure_py_spy() if "throughput" in only else None
-    thumbor_exe = ensure_thumbor() if "thumbor" in only else None
+    thumbor_exe = ensure_thumbor() if "thumbor" in only or "img" in only else None
     loadtest_module = ensure_loadtest() if "api" in only else None
     run_info["machine"] = machine_info()
     log(f"machine: {json.dumps(run_info['machine'])}; load average {run_info['load_average_start']}")
@@ -191,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         with LoadMonitor() as load:
             api_cpu = run_module("bench.api_cpu", ["--jobs", "100", "--upload-jobs", "20"] if args.quick else [])
         save("api_cpu", load, api_cpu)
+
+    if "img" in only:
+        from bench.img import measure_img
+        with LoadMonitor() as load:
+            img = measure_img(inputs, P, args.worker_concurrency, repeats, seconds, thumbor_exe)
+        save("img", load, img)
 
     report.write(results, QUICK / "benchmarks.md" if args.quick else report.DOC)
     where = f"{results.relative_to(WORK.parent.parent)}/*.json and " + (

@@ -47,41 +47,67 @@ def url_for(port: int, name: str) -> str:
 
 
 class Thumbor:
+    """P thumbor servers of one process each, on P ports, with requests spread evenly over them
+    (``urls``), as a load balancer in front of thumbor pods would.
+
+    Not one ``--processes P`` server: its forked processes share one listening socket, and the
+    kernel hands each new connection to whichever process accepts first. With 4 keep-alive
+    connections on 2 processes, all 4 often landed in one process, which then served them on
+    one core while the other idled: the same run measured 23–25 or 47–51 rps at random
+    (2026-11-30), and the earlier "pixq ≥ thumbor" rows were partly that artefact."""
+
     def __init__(self, exe, inputs: Inputs, processes: int) -> None:
         self.exe = exe
-        self.port = free_port()
+        self.ports = [free_port() for _ in range(processes)]
         self.processes = processes
         self.conf = WORK / "thumbor.conf"
         root = str(next(iter(inputs.files.values())).parent)
         self.conf.write_text(CONF.format(root=root))
-        self.proc: subprocess.Popen | None = None
+        self.procs: list[subprocess.Popen] = []
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    def urls(self, names: tuple[str, ...], count: int) -> list[str]:
+        """``count`` requests alternating ``names``, dealt round-robin over the servers."""
+        return [url_for(self.ports[i % len(self.ports)], names[(i // len(self.ports)) % len(names)])
+                for i in range(count)]
 
     def __enter__(self) -> "Thumbor":
         self.log = open(WORK / "thumbor.log", "wb")
-        self.proc = subprocess.Popen([str(self.exe), "--ip", "127.0.0.1", "--port", str(self.port), "--conf",
-                                      str(self.conf), "--processes", str(self.processes), "-l", "warning"],
-                                     stdout=self.log, stderr=self.log, start_new_session=True)
+        for port in self.ports:
+            self.procs.append(subprocess.Popen(
+                [str(self.exe), "--ip", "127.0.0.1", "--port", str(port), "--conf", str(self.conf),
+                 "--processes", "1", "-l", "warning"],
+                stdout=self.log, stderr=self.log, start_new_session=True))
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        waiting = list(self.ports)
+        while waiting and time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthcheck", timeout=1) as response:
+                with urllib.request.urlopen(f"http://127.0.0.1:{waiting[0]}/healthcheck", timeout=1) as response:
                     if response.status == 200:
-                        return self
+                        waiting.pop(0)
             except OSError:
                 time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError(f"thumbor did not start; see {WORK / 'thumbor.log'}")
+        if waiting:
+            self.__exit__()
+            raise RuntimeError(f"thumbor did not start; see {WORK / 'thumbor.log'}")
+        return self
 
     def __exit__(self, *exc) -> None:
         import os
         import signal
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: the parent and its forks
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
             try:
-                self.proc.wait(timeout=20)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs = []
         self.log.close()
 
 
@@ -118,11 +144,11 @@ def measure_thumbor(exe, inputs: Inputs, processes: int, repeats: int, seconds: 
     out = {"processes": processes, "client_connections": 2 * processes}
     with Thumbor(exe, inputs, processes) as server:
         for fmt, names in FORMATS.items():
-            urls = [url_for(server.port, names[i % 2]) for i in range(4 * processes)]
+            urls = server.urls(names, 4 * processes)
             run_async(drive(urls, 2 * processes))  # warm-up
             probe = run_async(drive(urls, 2 * processes))["rps"]
             count = max(8 * processes, min(600, int(probe * seconds) // 2 * 2))
-            urls = [url_for(server.port, names[i % 2]) for i in range(count)]
+            urls = server.urls(names, count)
             runs = [run_async(drive(urls, 2 * processes)) for _ in range(repeats)]
             out[fmt] = {"requests": count, "runs": [r["rps"] for r in runs], "rps": median([r["rps"] for r in runs]),
                         "errors": sum(r["errors"] for r in runs),
