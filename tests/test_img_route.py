@@ -11,13 +11,16 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import uuid
 
 import pytest
 import pyvips
+import redis.asyncio as redis
 
 from api.app import create_app
 
 from pixq.settings import ConfigError
+from pixq.status import JobExists, StatusStore
 from pixq.storage import make_storage
 from tests.conftest import running_api, running_worker
 from tests.helpers import make_image, wait_for_status
@@ -110,6 +113,19 @@ async def test_miss_hit_conditional_coalesced_and_purge(make_settings, storage_t
         changed = await api.get(url)
         assert changed.status == 200 and changed.headers["ETag"] != etag
         assert changed.headers["X-Cache"] == "miss" and size_of(await changed.read())[1] == 200
+
+
+async def test_two_api_replicas_missing_one_url_make_one_job(make_settings):
+    """Each replica coalesces its own requests; across replicas the job id (from the cache key)
+    is the same, the second status create is refused and that request waits for the first's job."""
+    settings = img_settings(make_settings)
+    await put_source(settings)
+    url = signed(f"/rs:fit:90:90/plain/{source_url(settings)}@jpg")
+    async with running_api(settings) as first, running_api(settings) as second, running_worker(settings):
+        replies = await asyncio.gather(*(api.get(url) for api in (first, second) * 5))
+        assert [reply.status for reply in replies] == [200] * 10
+        assert len({await reply.read() for reply in replies}) == 1
+        assert len(await jobs(first)) == 1
 
 
 async def test_format_negotiation_by_accept(make_settings):
@@ -217,3 +233,20 @@ async def test_http_source_goes_through_the_guard_and_is_fetched_once(make_setti
         recovered = await api.get(flaky)
         assert recovered.status == 200 and recovered.headers["X-Cache"] == "miss"
         assert [job["status"] for job in await jobs(api)].count("failed") == 1 and len(await jobs(api)) == 3
+
+
+async def test_an_exclusive_create_of_a_recorded_job_writes_nothing(make_settings):
+    """/img's job ids come from the cache key, so another replica may have created the job: its
+    create must fail (JobExists) and leave the stored record alone, or a failed publish of the
+    second request would roll back (delete) the first request's job."""
+    settings = img_settings(make_settings)
+    status = StatusStore(redis.Redis.from_url(settings.redis_url, decode_responses=True))
+    try:
+        job_id = str(uuid.uuid4())
+        first = await status.create(job_id, "pipeline", "default", "req-first", exclusive=True)
+        with pytest.raises(JobExists):
+            await status.create(job_id, "pipeline", "default", "req-second", exclusive=True)
+        stored = await status.get(job_id)
+        assert stored is not None and stored["request_id"] == "req-first" == first["request_id"]
+    finally:
+        await status.close()
