@@ -47,26 +47,12 @@ same libvips operation. ``fp``, ``obj`` and ``objw`` have no pixq counterpart: r
 
 RESIZING_TYPES = ("fit", "fill", "fill-down", "force", "auto")
 
-ALIASES = {
-    "resize": "resize", "rs": "resize",
-    "size": "size", "s": "size",
-    "resizing_type": "resizing_type", "rt": "resizing_type",
-    "width": "width", "w": "width",
-    "height": "height", "h": "height",
-    "gravity": "gravity", "g": "gravity",
-    "crop": "crop", "c": "crop",
-    "quality": "quality", "q": "quality",
-    "format": "format", "f": "format", "ext": "format",
-    "enlarge": "enlarge", "el": "enlarge",
-    "extend": "extend", "ex": "extend",
-    "background": "background", "bg": "background",
-    "blur": "blur", "bl": "blur",
-    "sharpen": "sharpen", "sh": "sharpen",
-    "rotate": "rotate", "rot": "rotate",
-    "preset": "preset", "pr": "preset",
-    "expires": "expires", "exp": "expires",
-    "cachebuster": "cachebuster", "cb": "cachebuster",
-}
+ALIASES = {name: long for long, short in (
+    ("resize", "rs"), ("size", "s"), ("resizing_type", "rt"), ("width", "w"), ("height", "h"),
+    ("gravity", "g"), ("crop", "c"), ("quality", "q"), ("format", "f"), ("enlarge", "el"),
+    ("extend", "ex"), ("background", "bg"), ("blur", "bl"), ("sharpen", "sh"), ("rotate", "rot"),
+    ("preset", "pr"), ("expires", "exp"), ("cachebuster", "cb"),
+) for name in (long, short)} | {"ext": "format"}
 """Every option name pixq accepts (imgproxy's long and short names) -> the long name."""
 
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")

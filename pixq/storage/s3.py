@@ -86,14 +86,18 @@ class S3Storage:
             raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE, f"input is larger than MAX_INPUT_BYTES={max_bytes}")
         return data
 
-    async def size(self, key: str) -> int | None:
+    async def _stat(self, key: str):
+        """The object's metadata (minio's Object), or None when there is no such object."""
         try:
-            stat = await self._call("stat", self.client.stat_object, self.bucket, key)
+            return await self._call("stat", self.client.stat_object, self.bucket, key)
         except PixqError as exc:
             if exc.code is ErrorCode.INPUT_NOT_FOUND:
                 return None
             raise
-        return stat.size
+
+    async def size(self, key: str) -> int | None:
+        stat = await self._stat(key)
+        return stat.size if stat is not None else None
 
     async def delete(self, key: str) -> None:
         try:
@@ -102,13 +106,8 @@ class S3Storage:
             pass
 
     async def etag(self, key: str) -> str | None:
-        try:
-            stat = await self._call("stat", self.client.stat_object, self.bucket, key)
-        except PixqError as exc:
-            if exc.code is ErrorCode.INPUT_NOT_FOUND:
-                return None
-            raise
-        return stat.etag
+        stat = await self._stat(key)
+        return stat.etag if stat is not None else None
 
     async def delete_prefix(self, prefix: str) -> int:
         def remove() -> int:
