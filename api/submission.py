@@ -41,7 +41,7 @@ class Accepted:
     """True when an Idempotency-Key matched an earlier submission."""
 
 
-def _check_storage_key(tenant: Tenant, key: str) -> None:
+def check_storage_key(tenant: Tenant, key: str) -> None:
     """A relative, plain key, under one of the tenant's prefixes (or any key for an admin).
     A key outside them answers like a missing object, so other tenants' keys never leak."""
     if len(key) > STORAGE_KEY_MAX or not is_utf8(key):
@@ -59,7 +59,7 @@ def _check_storage_key(tenant: Tenant, key: str) -> None:
 
 
 async def _validate_storage_key(ctx: ApiContext, tenant: Tenant, key: str) -> None:
-    _check_storage_key(tenant, key)
+    check_storage_key(tenant, key)
     size = await ctx.deps.storage.size(key)
     if size is None:
         raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at storage_key {key!r}")

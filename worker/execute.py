@@ -72,7 +72,7 @@ class JobRunner:
             outputs.append(OutputInfo(name=output.name, storage_key=key, width=output.width,
                                       height=output.height, format=output.format, bytes=len(output.data)))
         result = JobResult(variants=outputs, input=processed.input, analysis=processed.analysis)
-        if self.reuse is not None and digest is not None:  # recorded only now: every output is stored
+        if digest is not None:  # reuse is on; recorded only now: every output is stored
             await self.reuse.record(job.tenant, digest, job.job_id, result)
         return result
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from api.context import ApiContext, context
 from api.events_hub import StreamEnded, hub_of
 from api.middleware import REQUEST_ID, TENANT
-from api.submission import _check_storage_key, accept_job
+from api.submission import check_storage_key, accept_job
 from api.uploads import SubmitRequest
 from pixq import events, formats, imgcache, names, sources
 from pixq.errors import HTTP_STATUS, ErrorCode, PixqError
@@ -58,10 +58,6 @@ class CachePurged(BaseModel):
     """Cached results removed."""
 
 
-def enabled(settings: Settings) -> bool:
-    return bool(settings.img_key) or settings.img_allow_unsigned
-
-
 @dataclass
 class ImgState:
     """What the route keeps per process: the signing keys, IMG_TENANT, and the misses being made."""
@@ -78,14 +74,14 @@ IMG_STATE = web.AppKey("img_state", ImgState)
 
 def setup(app: web.Application, settings: Settings, tenants: TenantDirectory) -> None:
     """Check the /img settings at start (a bad one stops the process, naming the variable)."""
-    if not enabled(settings):
+    signing = Signing.from_settings(settings)
+    if not signing.enabled:
         app[IMG_STATE] = ImgState(signing=None, tenant=None)
         return
     tenant = tenants.open_tenant() if tenants.open else tenants.tenants.get(settings.img_tenant)
     if tenant is None or tenant.name != settings.img_tenant:
         raise fail_config("IMG_TENANT", f"no tenant named {settings.img_tenant!r} (TENANTS_FILE, API_KEYS)")
-    app[IMG_STATE] = ImgState(signing=Signing.from_settings(settings), tenant=tenant,
-                              presets=parse_presets(settings.img_presets) or None)
+    app[IMG_STATE] = ImgState(signing=signing, tenant=tenant, presets=parse_presets(settings.img_presets) or None)
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
@@ -143,7 +139,7 @@ async def _source_etag(ctx: ApiContext, tenant: Tenant, source: Source) -> str:
         sources.check_source_url(source.url, ctx.settings, tenant)  # hits too: a host taken off the allowlist
         return ""
     assert source.storage_key is not None
-    _check_storage_key(tenant, source.storage_key)
+    check_storage_key(tenant, source.storage_key)
     etag = await ctx.deps.storage.etag(source.storage_key)
     if etag is None:
         raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at {source.identity}")
