@@ -16,6 +16,8 @@ from typing import Any
 import pyvips
 
 _GREY = {"b-w", "grey16"}
+_WIDE = {"grey16", "rgb16"}
+"""16-bit spaces that need no conversion to reach 8-bit grey or sRGB, only a narrower format."""
 INTENT = "perceptual"
 """Rendering intent of every ICC conversion (sharp's too): photos, not proofs."""
 
@@ -138,11 +140,16 @@ def to_srgb(image: pyvips.Image, profile_applied: bool = False, keep_profile: bo
         image.remove("icc-profile-data")
     image = _fix_interpretation(image)
     target = "b-w" if image.bands <= 2 or str(image.interpretation) in _GREY else "srgb"
+    if image.format == "ushort" and str(image.interpretation) in _WIDE:
+        # 16-bit grey or sRGB to 8 bits: the high byte of every band, alpha included, as sharp
+        # does (tests/differential, bggn4a16.png: 256 of 256 pixels equal). libvips' colourspace
+        # divides by 257 instead (16913 -> 65, sharp 66), and its grey16 -> b-w path differs again.
+        image = (image >> 8).cast("uchar").copy(interpretation=target)
     alpha8 = None
     if image.format == "ushort" and image.hasalpha():
-        # libvips takes a 16-bit alpha to 8 bits by truncating (16913 -> 65); round it, as
-        # sharp does (66: tests/differential, bggn4a16.png).
-        alpha8 = (image.extract_band(image.bands - 1) / 257 + 0.5).cast("uchar")
+        # Other 16-bit spaces (CMYK, Lab) convert through colourspace; their alpha by the same
+        # high-byte rule as above.
+        alpha8 = (image.extract_band(image.bands - 1) >> 8).cast("uchar")
         image = image.extract_band(0, n=image.bands - 1)
     if str(image.interpretation) != target or image.format != "uchar":
         image = image.colourspace(target)
