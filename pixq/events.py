@@ -12,7 +12,10 @@ Envelope, one JSON object per message (the Standard Webhooks payload shape)::
     {"type": "job.completed", "timestamp": "...Z", "tenant": "catalogue",
      "position": [0, 1, 3], "data": {<public status document>}}
 
-``type`` is ``job.<status>`` for a job, ``batch.completed`` for a batch. The Nats-Msg-Id
+``type`` is ``job.<status>`` for a job, ``batch.completed`` for a batch, and is also the
+subject's last token (names.event_subject): ``pixq.events.<tenant>.job.<job_id>.<status>``,
+``pixq.events.<tenant>.batch.<batch_id>.completed``, so a consumer that wants only some types
+(the webhook deliverer: terminal ones) has the server filter them. The Nats-Msg-Id
 is derived from the position, so a re-published event (a worker redelivered after its
 terminal write) is stored once within the stream's duplicate window.
 """
@@ -68,13 +71,32 @@ def _job_message(record: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
     """Subject, event and Nats-Msg-Id of the event for ``record``."""
     event = job_event(record)
     job_id = record["job_id"]
-    return (names.job_event_subject(event["tenant"], job_id), event,
+    return (names.event_subject(event["tenant"], event["type"], job_id), event,
             "ev:{}:{}:{}:{}".format(job_id, *event["position"]))
 
 
 async def publish_job_event(js: JetStreamContext, record: dict[str, Any]) -> None:
     """Publish the event for an applied status change; PixqError(QUEUE_UNAVAILABLE) if not stored."""
     await _publish(js, *_job_message(record))
+
+
+async def send_job_event(nc: NATS, record: dict[str, Any]) -> bool:
+    """Send the event for an applied, non-terminal status change (``processing``) without
+    waiting for JetStream's ack: the stream stores it as it stores any message on its subjects,
+    deduplicated by the same Nats-Msg-Id. A ``processing`` event is best-effort anyway (a worker
+    runs the job whether or not it was announced); not waiting saves the worker a request, its
+    reply and a timer per job (issue 16). Terminal events keep publish_job_event's confirmed
+    publish, on the same connection, so the server receives a job's events in order.
+
+    nats-py's publish only queues the bytes for its flusher task. False when it refused them
+    (connection closed, or its reconnect buffer full)."""
+    subject, event, msg_id = _job_message(record)
+    try:
+        await nc.publish(subject, _encode(event),
+                         headers={"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": names.EVENTS_STREAM})
+    except (NatsError, OSError):
+        return False
+    return True
 
 
 RECONNECT_GRACE_SECONDS = 1.0

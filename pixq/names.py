@@ -116,14 +116,63 @@ INGEST_CONSUMER = "pixq-ingest"
 """Durable pull consumer on PIXQ_INGEST read by every worker."""
 
 
-def job_event_subject(tenant: str, job_id: str) -> str:
-    """``pixq.events.<tenant>.job.<job_id>``: one subject per job, so its events can be read alone."""
-    return f"{EVENTS_SUBJECT_PREFIX}.{_tenant(tenant)}.job.{_job(job_id)}"
+EVENT_KINDS = ("job", "batch")
+"""What an event is about: the token after the tenant in its subject, and its type's prefix."""
+LEGACY_EVENT_FILTERS = (f"{EVENTS_SUBJECT_PREFIX}.*.job.*", f"{EVENTS_SUBJECT_PREFIX}.*.batch.*")
+"""The 5-token subjects events had before their type joined the subject: events stored by a
+previous release are still read through these (the webhook consumer keeps them in its filter)."""
+
+
+def _event_type(event_type: str) -> tuple[str, str]:
+    """``job.completed`` -> ``("job", "completed")``; ValueError for anything that is not one
+    subject token after a known kind (a subject must never get a wildcard or an extra token)."""
+    kind, _, what = event_type.partition(".")
+    if kind not in EVENT_KINDS or not re.fullmatch(r"[a-z_]+", what):
+        raise ValueError(f"invalid event type {event_type!r}")
+    return kind, what
+
+
+def event_subject(tenant: str, event_type: str, target: str) -> str:
+    """``pixq.events.<tenant>.<kind>.<id>.<what>`` for an event of type ``<kind>.<what>``
+    (``job.completed``, ``batch.completed``): the type is the last token so that a consumer can
+    filter on it (the webhook deliverer reads only the types it delivers), and the id comes
+    before it so that one job's events are read alone with job_events_filter."""
+    kind, what = _event_type(event_type)
+    return f"{EVENTS_SUBJECT_PREFIX}.{_tenant(tenant)}.{kind}.{_job(target)}.{what}"
+
+
+def job_event_subject(tenant: str, job_id: str, status: str = "queued") -> str:
+    """``pixq.events.<tenant>.job.<job_id>.<status>``. The default is a submit's first event,
+    the one api.submission withdraws when the job's publish then fails."""
+    return event_subject(tenant, f"job.{status}", job_id)
 
 
 def batch_event_subject(tenant: str, batch_id: str) -> str:
-    """``pixq.events.<tenant>.batch.<batch_id>``: a batch's ``batch.completed`` event."""
-    return f"{EVENTS_SUBJECT_PREFIX}.{_tenant(tenant)}.batch.{_job(batch_id)}"
+    """``pixq.events.<tenant>.batch.<batch_id>.completed``: a batch's one event."""
+    return event_subject(tenant, "batch.completed", batch_id)
+
+
+def job_events_filter(tenant: str, job_id: str) -> str:
+    """Every event of one job (``pixq.events.<tenant>.job.<job_id>.*``): what a job's stream
+    replays and where its latest event is looked up. (Events stored before the type joined the
+    subject are on ``pixq.events.<tenant>.job.<job_id>`` and not matched: a job stream falls back
+    to the job's status, as when its events have expired.)"""
+    return f"{EVENTS_SUBJECT_PREFIX}.{_tenant(tenant)}.job.{_job(job_id)}.*"
+
+
+def event_type_filter(event_type: str) -> str:
+    """Every tenant's events of one type: ``job.completed`` -> ``pixq.events.*.job.*.completed``."""
+    kind, what = _event_type(event_type)
+    return f"{EVENTS_SUBJECT_PREFIX}.*.{kind}.*.{what}"
+
+
+def parse_event_subject(subject: str) -> tuple[str, str, str] | None:
+    """``(tenant, kind, id)`` of an event subject, the current 6-token form or the 5-token one
+    of events stored by a previous release; None for anything else."""
+    parts = subject.split(".")
+    if len(parts) not in (5, 6) or ".".join(parts[:2]) != EVENTS_SUBJECT_PREFIX or parts[3] not in EVENT_KINDS:
+        return None
+    return parts[2], parts[3], parts[4]
 
 
 def tenant_events_filter(tenant: str | None) -> str:

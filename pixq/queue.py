@@ -27,7 +27,7 @@ from nats.js.api import (AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy,
                          RetentionPolicy, StorageType, StreamConfig)
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
-from pixq import events, names, transport
+from pixq import events, names, transport, webhooks
 from pixq.errors import ErrorCode, PixqError, describe
 from pixq.jobs import JobMessage, Priority
 from pixq.publish import publish_confirmed
@@ -130,10 +130,13 @@ def webhooks_consumer_config(settings: Settings) -> ConsumerConfig:
     still in the stream. Explicit acks; no delivery limit (max_deliver -1): pixq counts
     attempts itself (worker.webhooks) and gives up after WEBHOOK_BACKOFF, so a Redis or
     NATS outage never uses up a delivery. ack_wait leaves room for one attempt
-    (WEBHOOK_TIMEOUT) plus the Redis reads and writes around it."""
+    (WEBHOOK_TIMEOUT) plus the Redis reads and writes around it. Filtered to the event types
+    that are delivered (pixq.webhooks.consumer_filter_subjects; ``filter_subjects`` needs
+    nats-server >= 2.10, which applies a new list in place to an existing consumer)."""
     return ConsumerConfig(durable_name=names.WEBHOOKS_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
                           deliver_policy=DeliverPolicy.NEW, ack_wait=2 * settings.webhook_timeout + 30.0,
-                          max_deliver=-1, max_ack_pending=WEBHOOKS_MAX_ACK_PENDING)
+                          max_deliver=-1, max_ack_pending=WEBHOOKS_MAX_ACK_PENDING,
+                          filter_subjects=webhooks.consumer_filter_subjects())
 
 
 async def connect(settings: Settings, name: str, attempts: int = 30) -> NATS:
@@ -272,8 +275,20 @@ async def ensure_worker_consumers(js: JetStreamContext, settings: Settings) -> N
         await _ensure_lane_consumer(js, workers_consumer_config(settings, priority))
     await _ensure_consumer(js, names.ADVISORY_STREAM, advisory_consumer_config())
     await _ensure_consumer(js, names.STATUS_STREAM, status_consumer_config())
-    await _ensure_consumer(js, names.EVENTS_STREAM, webhooks_consumer_config(settings))
+    await _ensure_webhooks_consumer(js, webhooks_consumer_config(settings))
     await _ensure_consumer(js, names.INGEST_STREAM, ingest_consumer_config())
+
+
+async def _ensure_webhooks_consumer(js: JetStreamContext, wanted: ConsumerConfig) -> None:
+    """Create or update pixq-webhooks in place (one created before its filter was, reading the
+    whole stream, gets it here). A server that kept another filter (older than 2.10, which
+    ignores ``filter_subjects``) still works, only slower: the deliverer acks unread what it
+    does not deliver; so it is logged, not fatal."""
+    info = await _ensure_consumer(js, names.EVENTS_STREAM, wanted)
+    kept = sorted(info.config.filter_subjects or ([info.config.filter_subject] if info.config.filter_subject else []))
+    if kept != sorted(wanted.filter_subjects or []):
+        log.warning("consumer_filter_not_applied", consumer=wanted.durable_name, kept=kept,
+                    wanted=wanted.filter_subjects)
 
 
 async def _ensure_lane_consumer(js: JetStreamContext, wanted: ConsumerConfig) -> None:

@@ -55,6 +55,16 @@ USER_AGENT = f"pixq-webhooks/{__version__} (+https://www.standardwebhooks.com)"
 DELIVERED_TYPES = frozenset({"job.completed", "job.failed", "batch.completed"})
 
 
+def consumer_filter_subjects() -> list[str]:
+    """What the webhook consumer (pixq-webhooks) reads: each delivered type's subjects, so the
+    server skips every other event (about two in three: queued, processing, retrying) instead
+    of a worker fetching and acking them unread; plus the 5-token subjects of events stored by a
+    previous release, which carry no type (the deliverer acks those it does not deliver). The
+    two forms never match the same subject, as JetStream requires of a consumer's filters."""
+    return [names.event_type_filter(event_type) for event_type in sorted(DELIVERED_TYPES)] + \
+        list(names.LEGACY_EVENT_FILTERS)
+
+
 class Outcome(StrEnum):
     """How one delivery attempt ended (the ``outcome`` of a delivery record and metric label)."""
 

@@ -55,7 +55,7 @@ async def test_a_completed_job_announces_queued_processing_completed(api, worker
     response = await api.post("/api/v1/resize", data=form(make_image(320, 240), width=64))
     assert response.status == 202, await response.text()
     job_id = (await response.json())["job_id"]
-    read = await read_events(settings.nats_url, names.job_event_subject("default", job_id), terminal_count(1))
+    read = await read_events(settings.nats_url, names.job_events_filter("default", job_id), terminal_count(1))
 
     assert [event["type"] for _, event in read] == ["job.queued", "job.processing", "job.completed"]
     sequences = [sequence for sequence, _ in read]
@@ -90,7 +90,7 @@ async def test_retries_dead_letter_and_replay_are_each_announced(make_settings, 
             response = await api.post("/api/v1/resize", data=form(make_image(), width=64), headers=USER)
             assert response.status == 202
             job_id = (await response.json())["job_id"]
-            subject = names.job_event_subject("acme", job_id)
+            subject = names.job_events_filter("acme", job_id)
             await read_events(hopeless.nats_url, subject, terminal_count(1))
     healthy = make_settings("local", **KEYS)
     async with running_api(healthy) as api:
@@ -119,7 +119,7 @@ async def test_a_permanent_failure_is_announced_once_as_failed(api, worker, sett
                                                       "parameters": {"width": 10}})
     assert response.status == 202, await response.text()
     job_id = (await response.json())["job_id"]
-    read = await read_events(settings.nats_url, names.job_event_subject("default", job_id), terminal_count(1))
+    read = await read_events(settings.nats_url, names.job_events_filter("default", job_id), terminal_count(1))
     assert [event["type"] for _, event in read] == ["job.queued", "job.processing", "job.failed"]
     assert read[-1][1]["data"]["error_code"] == "UNSUPPORTED_MEDIA_TYPE"
     assert read[-1][1]["data"]["attempts"] == 1

@@ -1,7 +1,9 @@
 """Webhook delivery: the worker loop reading PIXQ_EVENTS through the durable consumer ``pixq-webhooks``.
 
-Every event reaches exactly one worker; events that are not delivered (non-terminal job
-statuses) are acked at once. For the others (pixq.webhooks says which, and to whom) the
+Every event reaches exactly one worker. The consumer is filtered on the delivered types (the
+type is the subject's last token: pixq.webhooks.consumer_filter_subjects), so the server never
+hands out queued/processing/retrying events; those that still come (the 5-token subjects of
+events stored by an earlier release, which carry no type) are acked at once. For the others (pixq.webhooks says which, and to whom) the
 worker makes one attempt and then either acks the event (delivered, or given up) or naks
 it with a delay, so JetStream hands it back, to any worker, when the next attempt is due.
 Nothing is held in memory between attempts: a worker restart loses nothing, and the

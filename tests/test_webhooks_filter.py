@@ -1,0 +1,131 @@
+"""The webhook consumer reads only the events it delivers: the event type is the last token of
+an event's subject (names.event_subject), and pixq-webhooks filters on the delivered types, so
+a worker no longer fetches and acks unread the queued/processing/retrying events of every job.
+Events stored by a previous release (5-token subjects, no type) are still delivered.
+
+Real nats-server, redis-server, API and worker; a consumer's state is read with consumer info
+(polled with a deadline until the deliverer has settled everything)."""
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js.api import ConsumerInfo
+
+from api.events_hub import parse_event
+from pixq import names, queue, webhooks
+from pixq.jobs import utc_now
+from pixq.tenants import key_digest
+from tests.conftest import running_api, running_worker
+from tests.helpers import wait_for_status
+from tests.test_tenants import write_tenants
+from tests.test_webhooks import DEADLINE, NEW, Receiver, hook_settings, submit, verified, webhooks_consumer
+
+JOBS = 4
+STATUSES = ("queued", "processing", "completed")
+
+
+@pytest.fixture
+async def receiver():
+    server = await Receiver().start()
+    yield server
+    await server.stop()
+
+
+async def consumer_when(settings, done: Callable[[ConsumerInfo], bool], timeout: float = DEADLINE) -> ConsumerInfo:
+    """pixq-webhooks' info once ``done`` holds (a condition polled with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = await webhooks_consumer(settings)
+        if done(info) or time.monotonic() > deadline:
+            assert done(info), info
+            return info
+        await asyncio.sleep(0.05)
+
+
+def settled(count: int) -> Callable[[ConsumerInfo], bool]:
+    """At least ``count`` events handed out, and every one acked."""
+    return lambda info: info.delivered.consumer_seq >= count and info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def test_the_webhook_consumer_is_handed_only_terminal_events(make_settings):
+    """No webhook configured anywhere: each job stores three events (queued, processing,
+    completed), each on a subject ending with its status, and the deliverer is handed the
+    completed ones only."""
+    settings = hook_settings(make_settings)
+    async with running_api(settings) as api, running_worker(settings):
+        await webhooks_consumer(settings)  # deliver policy NEW: it must exist before the submits
+        jobs = [await submit(api) for _ in range(JOBS)]
+        for job_id in jobs:
+            await wait_for_status(api, job_id)
+        info = await consumer_when(settings, settled(JOBS))
+
+        nc = await nats.connect(settings.nats_url)
+        try:
+            stored = await nc.jetstream().stream_info(names.EVENTS_STREAM, subjects_filter=names.EVENTS_SUBJECTS[0])
+        finally:
+            await nc.close()
+    assert stored.state.messages == len(STATUSES) * JOBS
+    assert info.delivered.consumer_seq == JOBS, "the worker was handed events it does not deliver"
+    assert stored.state.subjects == {names.job_event_subject("default", job_id, status): 1
+                                     for job_id in jobs for status in STATUSES}
+    assert info.num_redelivered == 0
+    assert sorted(info.config.filter_subjects) == sorted(webhooks.consumer_filter_subjects())
+
+
+async def test_an_old_consumer_is_refiltered_and_events_stored_before_the_upgrade_are_delivered(
+        make_settings, receiver, tmp_path: Path):
+    """A previous release's pixq-webhooks (no filter) with two of its events waiting, on the
+    5-token subjects of before: a worker of this release narrows the consumer in place (same
+    consumer, nothing skipped), acks the queued event unsent and delivers the completed one."""
+    tenants = write_tenants(tmp_path / "tenants.yaml", [
+        {"name": "alpha", "keys": [key_digest("alpha-key")], "settings": {"webhook_url": receiver.url("/old")}}])
+    settings = hook_settings(make_settings, tenants_file=tenants)
+    job_id = str(uuid.uuid4())
+    old_subject = f"{names.EVENTS_SUBJECT_PREFIX}.alpha.job.{job_id}"
+    nc = await nats.connect(settings.nats_url)
+    try:
+        js = nc.jetstream()
+        await queue.ensure_streams(js, settings)
+        before = await js.add_consumer(names.EVENTS_STREAM,
+                                       queue.webhooks_consumer_config(settings).evolve(filter_subjects=None))
+        assert not before.config.filter_subjects and not before.config.filter_subject
+        for status, phase in (("queued", 0), ("completed", 3)):
+            envelope = {"type": f"job.{status}", "timestamp": utc_now(), "tenant": "alpha", "position": [0, 1, phase],
+                        "data": {"job_id": job_id, "status": status, "result": None}}
+            await js.publish(old_subject, json.dumps(envelope).encode(), stream=names.EVENTS_STREAM)
+    finally:
+        await nc.close()
+
+    async with running_worker(settings):
+        (request,) = await receiver.wait("/old", 1)
+        info = await consumer_when(settings, settled(2))
+    event = verified(request, NEW)
+    assert (event["type"], event["data"]["job_id"]) == ("job.completed", job_id)
+    assert request.headers["webhook-id"] == f"evt_{job_id}_0_1_3"
+    assert info.created == before.created, "the consumer was recreated, not updated in place"
+    assert sorted(info.config.filter_subjects) == sorted(webhooks.consumer_filter_subjects())
+    assert info.delivered.consumer_seq == 2 and len(receiver.requests) == 1
+
+
+def test_event_subjects_carry_the_type_and_both_forms_parse():
+    """Pure logic: the subject scheme, and the hub reading new and old (5-token) subjects alike."""
+    job_id = "0b7e2c3a-1d2e-4f50-8a9b-0c1d2e3f4a5b"
+    assert names.job_event_subject("acme", job_id, "failed") == f"pixq.events.acme.job.{job_id}.failed"
+    assert names.batch_event_subject("acme", job_id) == f"pixq.events.acme.batch.{job_id}.completed"
+    assert names.job_events_filter("acme", job_id) == f"pixq.events.acme.job.{job_id}.*"
+    for bad in ("job.*", "job.>", "job.a.b", "job.", "thing.completed"):
+        with pytest.raises(ValueError):
+            names.event_subject("acme", bad, job_id)
+    envelope = json.dumps({"type": "job.completed", "position": [0, 1, 3]}).encode()
+    for subject in (names.job_event_subject("acme", job_id, "completed"), f"pixq.events.acme.job.{job_id}"):
+        event = parse_event(subject, 7, envelope)
+        assert event is not None and (event.sequence, event.tenant, event.kind, event.target) == (7, "acme", "job", job_id)
+    for subject in (f"pixq.events.acme.job.{job_id}.completed.x", "pixq.events.acme.job", f"pixq.events.acme.x.{job_id}",
+                    f"pixq.other.acme.job.{job_id}"):
+        assert parse_event(subject, 7, envelope) is None, subject
