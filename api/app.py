@@ -63,12 +63,8 @@ def create_app(settings: Settings) -> web.Application:
         deps = await Dependencies.open(settings, client_name="pixq-api")
         app[CONTEXT] = ApiContext(settings=settings, limits=Limits.from_settings(settings), deps=deps,
                                   tenants=tenants)
-        hub = EventHub(deps.js)
-        try:
-            await hub.start()
-        except BaseException:
-            await deps.close()
-            raise
+        # Reads PIXQ_EVENTS only while a stream, long-poll or /img request listens (api.events_hub).
+        hub = EventHub(deps.js, linger=settings.events_hub_linger)
         app[EVENTS_HUB] = hub
         log.info("api_started", host=settings.api_host, port=settings.api_port,
                  storage=settings.storage_type, tenants=len(tenants.tenants))

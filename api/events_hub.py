@@ -1,4 +1,4 @@
-"""One tail of PIXQ_EVENTS per API process, shared by every SSE stream and long-poll in it.
+"""One tail of PIXQ_EVENTS per API process, shared by every SSE stream, long-poll and /img wait in it.
 
 A thousand open streams must not mean a thousand JetStream consumers, so each API process
 reads the live end of the stream once (an ordered push consumer on ``pixq.events.>``) and
@@ -7,33 +7,45 @@ tenant's, or one job's. Nothing here is shared between replicas: a client may re
 any of them, because what it missed is read back from JetStream by stream sequence
 (api.sse), never from this process.
 
+The consumer runs only while someone listens. Every job stores 3+ events; reading and
+decoding them with no listener is API and NATS CPU spent on every job for nothing. So the
+first listener to register starts the consumer (from the stream's end at that moment), and
+when the last one has left and EVENTS_HUB_LINGER seconds pass with no new one, the hub
+unsubscribes and deletes it. The linger keeps reconnecting clients and back-to-back
+long-polls from paying a start (two JetStream requests) each.
+
 Guarantees a reader builds on:
 
-- **Coverage**: the hub delivers every event with a stream sequence >= ``start_sequence``
-  (the stream's end when the hub started), in sequence order. So a listener registered at
-  any moment receives every event stored after that moment; what was stored before, it
-  reads from JetStream (``replay``) up to the stream's last sequence read *after*
-  registering, and the two overlap rather than leave a gap (the reader skips sequences it
-  has already sent).
+- **Coverage**: registration (``async with hub.listen(key)``) returns once the consumer runs,
+  and the hub delivers every event with a stream sequence >= ``start_sequence`` (the
+  stream's end when the consumer started), in sequence order. So a listener, once registered,
+  receives every event stored after that moment; what was stored before, it reads from
+  JetStream (``replay``) up to the stream's last sequence read *after* registering, and the
+  two overlap rather than leave a gap (the reader skips sequences it has already sent).
+  Listeners registering at once share one start (one consumer); one registering while the
+  hub is stopping (linger expired, unsubscribe under way) waits for that stop and gets a new
+  consumer, never the dying one.
 - **Bounded memory**: each listener holds at most ``LISTENER_QUEUE_MAX`` events. One that
   falls further behind is ended (``lagged``); its client reconnects with Last-Event-ID and
   catches up from JetStream. The hub never waits for a slow listener.
 - **No silent gap**: the consumer reads the whole stream, whose sequences have no holes
   (limits retention only removes the oldest), so a jump in sequence means the hub missed
   events (a slow-consumer drop in the client library); every listener is then ended as
-  lagged, and their clients resume from JetStream.
+  lagged, and their clients resume from JetStream. (Between two consumers nobody listened,
+  so the jump from one's last sequence to the next one's start is no gap.)
 - **NATS reconnects**: nats-py recreates an ordered consumer from the last sequence it
   received when its idle heartbeats stop (a restarted server forgot the consumer).
   Before the first message that sequence is 0 — it would replay the whole 72 h stream —
   so the hub seeds it with its start sequence, and drops anything at or below the last
   sequence it delivered in any case.
+- **Shutdown** (``stop``) ends every listener (``shutdown``) and the consumer for good; a
+  listener registering afterwards is ended at once.
 """
-
 import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +64,8 @@ log = structlog.get_logger("pixq.api.events")
 
 LISTENER_QUEUE_MAX = 1000
 """Events one listener may hold unsent; beyond that it is ended and its client resumes from JetStream."""
+LINGER_SECONDS = 30.0
+"""EVENTS_HUB_LINGER's default: how long the consumer outlives its last listener."""
 IDLE_HEARTBEAT_SECONDS = 1.0
 """The hub's consumer heartbeat: two missed ones (a restarted server) make nats-py recreate it."""
 REPLAY_BATCH = 256
@@ -83,9 +97,10 @@ class HubEvent:
 
 
 def parse_event(subject: str, sequence: int, data: bytes) -> HubEvent | None:
-    """``pixq.events.<tenant>.<job|batch>.<id>`` and its JSON envelope; None for anything else."""
-    parts = subject.split(".")
-    if len(parts) != 5 or parts[3] not in ("job", "batch"):
+    """``pixq.events.<tenant>.<job|batch>.<id>.<what>`` (or the 5-token form of events stored
+    by a previous release: names.parse_event_subject) and its JSON envelope; None for anything else."""
+    where = names.parse_event_subject(subject)
+    if where is None:
         return None
     try:
         envelope = json.loads(data)
@@ -93,7 +108,8 @@ def parse_event(subject: str, sequence: int, data: bytes) -> HubEvent | None:
         return None
     if not isinstance(envelope, dict) or not isinstance(envelope.get("type"), str):
         return None
-    return HubEvent(sequence=sequence, tenant=parts[2], kind=parts[3], target=parts[4], envelope=envelope)
+    tenant, kind, target = where
+    return HubEvent(sequence=sequence, tenant=tenant, kind=kind, target=target, envelope=envelope)
 
 
 class StreamEnded(Exception):
@@ -146,75 +162,224 @@ class Listener:
         return self._items.popleft()
 
 
-class EventHub:
-    """The process's one reader of the live end of PIXQ_EVENTS (see the module docstring)."""
+class Registration:
+    """One listener's registration, from ``EventHub.listen``.
 
-    def __init__(self, js: JetStreamContext, listener_max: int = LISTENER_QUEUE_MAX) -> None:
+    ``async with hub.listen(key) as listener``: when the block starts, the listener is
+    registered *and* the hub's consumer is running (started for it if need be), so every event
+    stored from then on reaches it. Raises PixqError(QUEUE_UNAVAILABLE) when NATS does not
+    answer the start."""
+
+    __slots__ = ("_hub", "_key", "_listener")
+
+    def __init__(self, hub: "EventHub", key: tuple[str, str]) -> None:
+        self._hub = hub
+        self._key = key
+        self._listener: Listener | None = None
+
+    async def __aenter__(self) -> Listener:
+        listener = self._hub._register(self._key)
+        try:
+            await self._hub._running()
+        except BaseException:
+            self._hub._unregister(listener)
+            raise
+        self._listener = listener
+        return listener
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._leave()
+
+    def _leave(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            self._hub._unregister(listener)
+
+
+class EventHub:
+    """The process's one reader of the live end of PIXQ_EVENTS, while anyone listens (see the
+    module docstring)."""
+
+    def __init__(self, js: JetStreamContext, listener_max: int = LISTENER_QUEUE_MAX,
+                 linger: float = LINGER_SECONDS) -> None:
         self.js = js
         self.listener_max = listener_max
+        self.linger = linger
+        """Seconds the consumer outlives the last listener: a client that reconnects, or the
+        next long-poll, finds it running instead of paying a start."""
         self.start_sequence = 0
+        """The first sequence of the current (or last) consumer: the stream's end when it started."""
         self.last_sequence = 0
         """The last sequence handed to listeners."""
         self.gaps = 0
         """Jumps in sequence (missed events): every listener was ended each time."""
         self.stale = 0
         """Events received again after a consumer reset, and dropped."""
+        self.starts = 0
+        """Consumers created so far (one per busy period, however many listeners it had)."""
         self._listeners: dict[tuple[str, str], set[Listener]] = {}
-        self._subscription = None
+        self._run: asyncio.Task | None = None
+        """The start of the current consumer: pending while it starts, done while it runs,
+        None while none runs or one is being stopped."""
+        self._halt: asyncio.Task | None = None
+        """The last stop (unsubscribe and delete), which a new start waits for."""
+        self._linger: asyncio.TimerHandle | None = None
+        self._generation = 0
+        """Bumped when a consumer is stopped: messages its subscription still delivers are dropped."""
         self._stopped = False
-
-    async def start(self) -> None:
-        """Tail the stream from its current end; PixqError(QUEUE_UNAVAILABLE) if NATS does not answer."""
-        _, last = await self.bounds()
-        self.start_sequence = last + 1
-        self.last_sequence = last
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.start_sequence,
-                                ack_policy=AckPolicy.NONE, filter_subject=names.EVENTS_SUBJECTS[0])
-        try:
-            self._subscription = await self.js.subscribe(
-                names.EVENTS_SUBJECTS[0], stream=names.EVENTS_STREAM, cb=self._on_message, config=config,
-                ordered_consumer=True, idle_heartbeat=IDLE_HEARTBEAT_SECONDS)
-        except (NatsError, OSError, asyncio.TimeoutError) as exc:
-            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"cannot tail {names.EVENTS_STREAM}: {describe(exc)}") from None
-        # nats-py restarts an ordered consumer from the last sequence it received + 1; before
-        # any message that is 1, the start of the whole stream. Seed it with where we started.
-        state = getattr(getattr(self._subscription, "_sub", None), "_jsi", None)
-        if state is not None and getattr(state, "_sseq", None) == 0:
-            state._sseq = last
-        log.info("events_hub_started", start_sequence=self.start_sequence)
-
-    async def stop(self) -> None:
-        """End every listener (streams close, long-polls answer) and stop reading; safe to call twice."""
-        if self._stopped:
-            return
-        self._stopped = True
-        for listeners in list(self._listeners.values()):
-            for listener in list(listeners):
-                listener.end("shutdown")
-        subscription, self._subscription = self._subscription, None
-        if subscription is not None:
-            with contextlib.suppress(NatsError, OSError, asyncio.TimeoutError):
-                await subscription.unsubscribe()
 
     @property
     def listeners(self) -> int:
         return sum(len(group) for group in self._listeners.values())
 
-    @contextlib.contextmanager
-    def listen(self, key: tuple[str, str]) -> Iterator[Listener]:
-        """Register a listener for ``key`` (``ALL``, ``("tenant", name)`` or ``("job", id)``) for
-        the duration of the block."""
+    @property
+    def running(self) -> bool:
+        """A consumer is tailing the stream now."""
+        run = self._run
+        return run is not None and run.done() and not run.cancelled() and run.exception() is None
+
+    def listen(self, key: tuple[str, str]) -> Registration:
+        """A listener for ``key`` (``ALL``, ``("tenant", name)`` or ``("job", id)``) for the
+        duration of an ``async with`` block (see Registration)."""
+        return Registration(self, key)
+
+    async def start(self) -> None:
+        """Start the consumer now rather than at the first registration (which does it itself);
+        with no listener it stops after the linger. PixqError(QUEUE_UNAVAILABLE) if NATS does
+        not answer."""
+        await self._running()
+        if not self._listeners:
+            self._schedule_linger()
+
+    async def stop(self) -> None:
+        """End every listener (streams close, long-polls answer) and stop reading for good; safe
+        to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._cancel_linger()
+        for listeners in list(self._listeners.values()):
+            for listener in list(listeners):
+                listener.end("shutdown")
+        self._generation += 1
+        run, self._run = self._run, None
+        if run is not None:
+            await self._unsubscribe(run)
+        if self._halt is not None:
+            await asyncio.wait({self._halt})
+
+    # --- Registration and the consumer's lifecycle ----------------------------------------
+
+    def _register(self, key: tuple[str, str]) -> Listener:
         listener = Listener(key, self.listener_max)
         if self._stopped:
             listener.end("shutdown")
-        group = self._listeners.setdefault(key, set())
-        group.add(listener)
-        try:
-            yield listener
-        finally:
+        self._listeners.setdefault(key, set()).add(listener)
+        self._cancel_linger()
+        return listener
+
+    def _unregister(self, listener: Listener) -> None:
+        group = self._listeners.get(listener.key)
+        if group is not None:
             group.discard(listener)
-            if not group and self._listeners.get(key) is group:
-                del self._listeners[key]
+            if not group:
+                del self._listeners[listener.key]
+        if not self._listeners and self._run is not None and not self._stopped:
+            self._schedule_linger()
+
+    def _ensure_running(self) -> asyncio.Task | None:
+        """The start of the consumer, begun now unless one runs or is starting (so listeners
+        registering at once share one); None after shutdown."""
+        if self._stopped:
+            return None
+        self._cancel_linger()
+        if self._run is None:
+            run = asyncio.get_running_loop().create_task(self._subscribe(self._halt))
+            run.add_done_callback(self._started)
+            self._run = run
+        return self._run
+
+    async def _running(self) -> None:
+        run = self._ensure_running()
+        if run is not None:
+            # Shielded: a request that gives up while waiting does not cancel the others' start.
+            await asyncio.shield(run)
+
+    async def _subscribe(self, halt: asyncio.Task | None) -> Any:
+        """Tail the stream from its current end. A consumer being stopped is gone first: a
+        listener registering while the hub stops gets a new one, not the dying one."""
+        if halt is not None:
+            await asyncio.wait({halt})
+        _, last = await self.bounds()
+        self._generation += 1
+        generation = self._generation
+        self.start_sequence = last + 1
+        self.last_sequence = last
+
+        async def deliver(msg: Msg) -> None:
+            if self._generation == generation:
+                await self._on_message(msg)
+
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.start_sequence,
+                                ack_policy=AckPolicy.NONE, filter_subject=names.EVENTS_SUBJECTS[0])
+        try:
+            subscription = await self.js.subscribe(
+                names.EVENTS_SUBJECTS[0], stream=names.EVENTS_STREAM, cb=deliver, config=config,
+                ordered_consumer=True, idle_heartbeat=IDLE_HEARTBEAT_SECONDS)
+        except (NatsError, OSError, asyncio.TimeoutError) as exc:
+            raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"cannot tail {names.EVENTS_STREAM}: {describe(exc)}") from None
+        # nats-py restarts an ordered consumer from the last sequence it received + 1; before
+        # any message that is 1, the start of the whole stream. Seed it with where we started.
+        state = getattr(getattr(subscription, "_sub", None), "_jsi", None)
+        if state is not None and getattr(state, "_sseq", None) == 0:
+            state._sseq = last
+        self.starts += 1
+        log.info("events_hub_started", start_sequence=self.start_sequence)
+        return subscription
+
+    def _started(self, run: asyncio.Task) -> None:
+        if run.cancelled() or run.exception() is not None:
+            if self._run is run:
+                self._run = None  # the next registration tries again
+            if not run.cancelled():
+                log.warning("events_hub_start_failed", error=describe(run.exception()))
+        elif self._run is run and not self._listeners:
+            self._schedule_linger()  # every listener left while it started
+
+    def _schedule_linger(self) -> None:
+        self._cancel_linger()
+        if self.linger <= 0:
+            self._linger_expired()
+        else:
+            self._linger = asyncio.get_running_loop().call_later(self.linger, self._linger_expired)
+
+    def _cancel_linger(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+
+    def _linger_expired(self) -> None:
+        self._linger = None
+        if self._listeners or self._stopped or self._run is None:
+            return
+        self._generation += 1
+        run, self._run = self._run, None
+        self._halt = asyncio.get_running_loop().create_task(self._unsubscribe(run))
+
+    async def _unsubscribe(self, run: asyncio.Task) -> None:
+        """Stop the consumer ``run`` started (once it has): unsubscribe, and delete it on the
+        server at once rather than when the server notices nobody reads it."""
+        await asyncio.wait({run})
+        if run.cancelled() or run.exception() is not None:
+            return
+        subscription = run.result()
+        with contextlib.suppress(NatsError, OSError, asyncio.TimeoutError):
+            await subscription.unsubscribe()
+        consumer = getattr(subscription, "_consumer", None)  # nats-py renames it on each reset
+        if consumer:
+            with contextlib.suppress(NatsError, OSError, asyncio.TimeoutError):
+                await self.js.delete_consumer(names.EVENTS_STREAM, consumer)
+        log.info("events_hub_stopped", last_sequence=self.last_sequence)
 
     async def _on_message(self, msg: Msg) -> None:
         try:

@@ -171,6 +171,8 @@ class Settings(BaseSettings):
     events_max_bytes: Size = 512 * 1024**2
     events_heartbeat: Duration = 15.0
     events_token_ttl: Duration = 300.0
+    events_hub_linger: Duration = 30.0
+    """How long an API process keeps reading PIXQ_EVENTS after its last listener left (api.events_hub)."""
     webhook_secrets: str = ""
     webhook_timeout: Duration = 10.0
     webhook_concurrency: int = Field(16, ge=1, le=1024)

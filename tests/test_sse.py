@@ -549,15 +549,29 @@ JOB = "11111111-1111-4111-8111-111111111111"
 
 
 def job_message(sequence: int, status: str = "queued", tenant: str = "acme") -> SimpleNamespace:
-    return message(sequence, names.job_event_subject(tenant, JOB),
+    return message(sequence, names.job_event_subject(tenant, JOB, status),
                    {"type": f"job.{status}", "tenant": tenant, "position": [0, 0, sequence], "data": {}})
 
 
+class IdleJetStream:
+    """Just enough JetStream for a hub whose events a test hands it: a stream ending at 10,
+    and a consumer that never delivers."""
+
+    async def stream_info(self, stream: str) -> SimpleNamespace:
+        return SimpleNamespace(state=SimpleNamespace(first_seq=1, last_seq=10))
+
+    async def subscribe(self, *args, **kwargs) -> "IdleJetStream":
+        return self
+
+    async def unsubscribe(self) -> None:
+        pass
+
+
 async def test_hub_routes_events_and_bounds_what_a_listener_holds():
-    hub = EventHub(js=None, listener_max=3)
-    hub.last_sequence = 10
-    with hub.listen(("job", JOB)) as job, hub.listen(("tenant", "acme")) as acme, \
+    hub = EventHub(js=IdleJetStream(), listener_max=3)
+    async with hub.listen(("job", JOB)) as job, hub.listen(("tenant", "acme")) as acme, \
             hub.listen(("tenant", "globex")) as globex, hub.listen(ALL) as everyone:
+        assert hub.last_sequence == 10  # the stream's end when the consumer started
         for sequence in (11, 12, 13):
             await hub._on_message(job_message(sequence))
         await hub._on_message(job_message(12))  # redelivered after a consumer reset: dropped
@@ -575,12 +589,12 @@ async def test_hub_routes_events_and_bounds_what_a_listener_holds():
         with pytest.raises(StreamEnded, match="lagged"):
             await globex.next(0)
         assert hub.gaps == 1 and hub.last_sequence == 17
-        with hub.listen(("tenant", "globex")) as fresh:
+        async with hub.listen(("tenant", "globex")) as fresh:
             await hub.stop()
             with pytest.raises(StreamEnded, match="shutdown"):
                 await fresh.next(5)
     assert hub.listeners == 0
-    with hub.listen(ALL) as late:
+    async with hub.listen(ALL) as late:
         with pytest.raises(StreamEnded, match="shutdown"):
             await late.next(5)
 
@@ -661,7 +675,7 @@ def hub_event(sequence: int) -> HubEvent:
 ])
 async def test_tenant_stream_merges_replay_and_live_tail_without_repeats(monkeypatch, last_id, replayed,
                                                                          buffered, expected):
-    hub = EventHub(js=None)
+    hub = EventHub(js=IdleJetStream())
     replays = []
 
     async def replay(subject_filter, start, until):
@@ -670,7 +684,7 @@ async def test_tenant_stream_merges_replay_and_live_tail_without_repeats(monkeyp
             yield hub_event(sequence)
 
     monkeypatch.setattr(hub, "replay", replay)
-    with hub.listen(("tenant", "acme")) as listener:
+    async with hub.listen(("tenant", "acme")) as listener:
         for sequence in buffered:
             listener.offer(hub_event(sequence))
         stream = RecordingStream(listener)

@@ -194,7 +194,7 @@ async def tenant_events(request: web.Request) -> web.StreamResponse:
     event_filter = EventFilter(_choices(request, "status", JobStatus), _choices(request, "type", JobType))
     last_id = last_event_id(request)
     ctx, hub = context(request), hub_of(request)
-    with hub.listen(key) as listener:
+    async with hub.listen(key) as listener:
         first, last = await hub.bounds()
         resume = Resume(last_id, first, last)
         stream = EventStream(request, ctx.settings.events_heartbeat, "tenant")
@@ -229,25 +229,25 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         raise PixqError(ErrorCode.FORBIDDEN, "this access_token opens another job's events")
     last_id = last_event_id(request)
     ctx, hub = context(request), hub_of(request)
-    subject = names.job_event_subject(owner_of(record), job_id)
-    with hub.listen(("job", job_id)) as listener:
+    job_filter = names.job_events_filter(owner_of(record), job_id)
+    async with hub.listen(("job", job_id)) as listener:
         first, last = await hub.bounds()
         resume = Resume(last_id, first, last)
         stream = EventStream(request, ctx.settings.events_heartbeat, "job")
         await stream.open()
-        await _serve(stream, _job_stream(stream, listener, hub, ctx, resume, subject, job_id, last,
+        await _serve(stream, _job_stream(stream, listener, hub, ctx, resume, job_filter, job_id, last,
                                          urls_for(ctx, request)), log.bind(job_id=job_id))
     return stream.response
 
 
 async def _job_stream(stream: EventStream, listener: Listener, hub: EventHub, ctx: ApiContext, resume: Resume,
-                      subject: str, job_id: str, last: int, urls: Urls) -> None:
+                      job_filter: str, job_id: str, last: int, urls: Urls) -> None:
     await resume.announce(stream)
     shown: tuple[int, ...] | None = None
     """The position of the latest status the client has seen."""
     if resume.start is not None and not resume.reset_reason:
         if resume.start <= last:
-            async with contextlib.aclosing(hub.replay(subject, resume.start, last)) as replayed:
+            async with contextlib.aclosing(hub.replay(job_filter, resume.start, last)) as replayed:
                 async for event in replayed:
                     if shown is None or event.position > shown:
                         await _send(stream, event, urls)
@@ -255,13 +255,13 @@ async def _job_stream(stream: EventStream, listener: Listener, hub: EventHub, ct
                         if events.is_terminal(event.envelope):
                             return
         if shown is None:  # nothing after the client's id: has it seen the job's latest stored event?
-            latest = await hub.last_event(subject)
+            latest = await hub.last_event(job_filter)
             if latest is not None and latest.sequence < resume.start:
                 if events.is_terminal(latest.envelope):
                     return
                 shown = latest.position
     if shown is None:  # a new stream, a reset, or a resume with no stored event to go by
-        current = await _current(listener, hub, ctx, subject, job_id, last)
+        current = await _current(listener, hub, ctx, job_filter, job_id, last)
         if current is None:
             return  # the job's status expired meanwhile
         await _send(stream, current, urls)
@@ -277,7 +277,7 @@ async def _job_stream(stream: EventStream, listener: Listener, hub: EventHub, ct
             return
 
 
-async def _current(listener: Listener, hub: EventHub, ctx: ApiContext, subject: str, job_id: str,
+async def _current(listener: Listener, hub: EventHub, ctx: ApiContext, job_filter: str, job_id: str,
                    last: int) -> HubEvent | None:
     """The job's current status as an event: its latest stored event when that is what the
     status store shows, else (a write whose event is in flight) that event as it arrives, else
@@ -287,7 +287,7 @@ async def _current(listener: Listener, hub: EventHub, ctx: ApiContext, subject: 
     if record is None:
         return None
     current = events.position(record)
-    latest = await hub.last_event(subject)
+    latest = await hub.last_event(job_filter)
     if latest is not None and latest.position >= current:
         return latest
     snapshot = HubEvent(sequence=last, tenant=owner_of(record), kind="job", target=job_id,

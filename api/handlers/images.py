@@ -176,7 +176,7 @@ async def _make(ctx: ApiContext, request: web.Request, state: ImgState, spec: Pi
     assert tenant is not None
     job_id = imgcache.job_id(key, await imgcache.epoch(ctx.deps.status.client, tenant.name, source))
     hub = hub_of(request)
-    with hub.listen(("job", job_id)) as listener:  # before the submit: its events cannot be missed
+    async with hub.listen(("job", job_id)) as listener:  # before the submit: its events cannot be missed
         record = await ctx.deps.status.get(job_id)
         if record is None:
             submit = SubmitRequest(parameters=spec.model_dump(mode="json", exclude_none=True),

@@ -216,7 +216,7 @@ async def _changed(request: web.Request, record: dict, wait: float) -> dict:
     seconds (or when the process shuts down)."""
     ctx, hub = context(request), hub_of(request)
     job_id, seen = record["job_id"], events.position(record)
-    with hub.listen(("job", job_id)) as listener:
+    async with hub.listen(("job", job_id)) as listener:
         # Read again once listening: a change between the first read and now is not missed.
         current = await ctx.deps.status.get(job_id)
         if current is None or events.position(current) != seen:

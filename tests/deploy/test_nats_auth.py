@@ -190,19 +190,21 @@ async def test_pixq_runs_within_its_permissions(nats_dev):
         assert await queue.dlq_size(ajs) == 0
 
         # Job events: both write them (the API a submit's queued event, workers the rest); the API reads them.
-        subject = names.job_event_subject("acme", job_id)
-        await ajs.publish(subject, b'{"status": "queued"}', stream=EVENTS_STREAM)
+        queued_subject = names.job_event_subject("acme", job_id, "queued")
+        subject = names.job_event_subject("acme", job_id, "completed")
+        await ajs.publish(queued_subject, b'{"status": "queued"}', stream=EVENTS_STREAM)
         await wjs.publish(subject, b'{"status": "completed"}', stream=EVENTS_STREAM)
         reader = await ajs.pull_subscribe("pixq.events.acme.>", stream=EVENTS_STREAM)
         first, second = await reader.fetch(2, timeout=2)
-        assert [first.subject, second.subject] == [subject, subject]
-        assert (await ajs.get_last_msg(EVENTS_STREAM, subject)).data == second.data
+        assert [first.subject, second.subject] == [queued_subject, subject]
+        assert (await ajs.get_last_msg(EVENTS_STREAM, names.job_events_filter("acme", job_id))).data == second.data
         await reader.unsubscribe()
         # Webhook delivery: the workers' durable consumer on the events stream (created by
-        # ensure_worker_consumers above, deliver policy NEW): pull, nak with a delay, ack.
+        # ensure_worker_consumers above, deliver policy NEW, filtered to the delivered types):
+        # pull, nak with a delay, ack.
         hooks = await queue.Puller(wjs, EVENTS_STREAM, names.WEBHOOKS_CONSUMER).start()
-        queued, completed = await hooks.fetch(2, 2)
-        await queued.ack()
+        (completed,) = await hooks.fetch(1, 2)
+        assert completed.subject == subject, "the queued event, stored first, is not the consumer's"
         await completed.nak(delay=0.01)
         (again,) = await hooks.fetch(1, 2)
         assert again.data == completed.data
@@ -215,7 +217,7 @@ async def test_pixq_runs_within_its_permissions(nats_dev):
         hub = EventHub(ajs)
         await hub.start()
         try:
-            with hub.listen(("job", job_id)) as listener:
+            async with hub.listen(("job", job_id)) as listener:
                 envelope = {"type": "job.completed", "tenant": "acme", "position": [1, 1, 9], "data": {}}
                 await wjs.publish(subject, json.dumps(envelope).encode(), stream=EVENTS_STREAM)
                 live = await listener.next(5)
@@ -332,7 +334,7 @@ async def test_api_cannot_touch_the_webhook_consumer(nats_dev):
     settings = Settings()
     events, hooks = EVENTS_STREAM, names.WEBHOOKS_CONSUMER
     async with worker_and_api(urls, settings) as (worker, api, before):
-        await worker.js.publish(names.job_event_subject("acme", str(uuid.uuid4())), b"{}", stream=events)
+        await worker.js.publish(names.job_event_subject("acme", str(uuid.uuid4()), "completed"), b"{}", stream=events)
 
         wanted = queue.webhooks_consumer_config(settings)
         for config in (ConsumerConfig(name=hooks, ack_policy=AckPolicy.EXPLICIT),
