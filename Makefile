@@ -15,7 +15,7 @@ up: system-deps $(STAMP)
 	$(PY) -m pixq.devstack
 
 test: system-deps $(STAMP) tools sharp
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 # the issue-length outages (60 s storage cut, 30 s Redis SIGSTOP, nats-server restart); `make test` runs 8 s cuts
 test-outages: system-deps $(STAMP)

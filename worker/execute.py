@@ -41,8 +41,10 @@ class JobRunner:
     async def run(self, job: JobMessage) -> JobResult:
         cancel = Cancellation()
         try:
-            return await asyncio.wait_for(self._attempt(job, cancel), self.timeout)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: no second task per job (issue 16's plumbing budget)
+            async with asyncio.timeout(self.timeout):
+                return await self._attempt(job, cancel)
+        except TimeoutError:
             cancel.set()
             raise PixqError(ErrorCode.TIMEOUT, f"attempt exceeded JOB_TIMEOUT={self.timeout:g}s") from None
         except asyncio.CancelledError:

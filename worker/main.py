@@ -146,7 +146,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     try:
         await queue.ensure_worker_consumers(deps.js, settings)
         js, status = deps.js, deps.status
-        writer = StatusWriter(status, js)
+        writer = StatusWriter(status, js, deps.nc)
         limits = Limits.from_settings(settings)
         runner = JobRunner(deps.storage, limits, settings.worker_concurrency, settings.job_timeout,
                            sources=SourceFetcher(settings, limits),

@@ -16,6 +16,7 @@ from enum import IntEnum
 from typing import Any
 
 import structlog
+from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
@@ -62,9 +63,11 @@ async def reannounce(js: JetStreamContext, status: StatusStore, job_id: str,
 
 
 class StatusWriter:
-    def __init__(self, status: StatusStore, js: JetStreamContext) -> None:
+    def __init__(self, status: StatusStore, js: JetStreamContext, nc: NATS) -> None:
         self.status = status
         self.js = js
+        self.nc = nc
+        """The connection under ``js``: ``processing`` events are sent on it unconfirmed."""
 
     async def write(self, job: JobMessage, attempt: int, status: JobStatus, **fields: Any) -> Written:
         """Record the update in Redis, or durably in the outbox; raises only if both are down.
@@ -91,6 +94,8 @@ class StatusWriter:
             return Written.DEFERRED, None
         if not applied:
             return Written.REFUSED, record
+        if status is JobStatus.PROCESSING:  # best-effort, unconfirmed (events.send_job_event)
+            return Written.APPLIED if await events.send_job_event(self.nc, record) else Written.UNANNOUNCED, None
         announced = await announce_logged(self.js, self.status, record)
         return Written.APPLIED if announced else Written.UNANNOUNCED, None
 

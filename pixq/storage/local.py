@@ -24,13 +24,20 @@ def _names_no_object(exc: OSError) -> bool:
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
+        self._root_text = str(self.root)
+        self._root_prefix = self._root_text.rstrip("/") + "/"
 
     def path_of(self, key: str) -> Path:
-        """The file behind a key; refuses keys that would escape the root."""
-        path = (self.root / key).resolve()
-        if self.root not in path.parents:
+        """The file behind a key; refuses keys that would escape the root.
+
+        Lexical (``normpath``), not ``resolve``: a key's ``..`` and absolute forms are caught the
+        same, without an lstat per path component on every read and write (0.3 ms of worker CPU
+        per job, issue 16). pixq writes regular files only, so a symlink inside the root is one an
+        operator put there, and it is followed."""
+        path = os.path.normpath(os.path.join(self._root_text, key))
+        if not path.startswith(self._root_prefix) or "\0" in key:
             raise PixqError(ErrorCode.INVALID_PARAMETERS, "storage_key must be a relative path inside the bucket")
-        return path
+        return Path(path)
 
     async def ensure_ready(self) -> None:
         try:
