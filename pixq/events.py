@@ -75,9 +75,15 @@ def _job_message(record: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
             "ev:{}:{}:{}:{}".format(job_id, *event["position"]))
 
 
+CALLBACK_HEADER = "Pixq-Callback"
+"""On a job event: ``1`` when the job has its own callback_url, ``0`` when not. The webhook
+deliverer then skips reading the job's record from Redis for the (usual) job with no callback in
+a tenant with no webhook_url. Absent on events stored by an earlier release: the record is read."""
+
+
 async def publish_job_event(js: JetStreamContext, record: dict[str, Any]) -> None:
     """Publish the event for an applied status change; PixqError(QUEUE_UNAVAILABLE) if not stored."""
-    await _publish(js, *_job_message(record))
+    await _publish(js, *_job_message(record), {CALLBACK_HEADER: "1" if record.get("callback_url") else "0"})
 
 
 async def send_job_event(nc: NATS, record: dict[str, Any]) -> bool:
@@ -145,9 +151,11 @@ def _encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode()
 
 
-async def _publish(js: JetStreamContext, subject: str, event: dict[str, Any], msg_id: str) -> None:
+async def _publish(js: JetStreamContext, subject: str, event: dict[str, Any], msg_id: str,
+                   headers: dict[str, str] | None = None) -> None:
     try:
-        await js.publish(subject, _encode(event), headers={"Nats-Msg-Id": msg_id}, stream=names.EVENTS_STREAM,
+        await js.publish(subject, _encode(event), headers={"Nats-Msg-Id": msg_id, **(headers or {})},
+                         stream=names.EVENTS_STREAM,
                          timeout=PUBLISH_TIMEOUT_SECONDS)
     except (NatsError, OSError, asyncio.TimeoutError) as exc:
         raise PixqError(ErrorCode.QUEUE_UNAVAILABLE, f"cannot publish event: {describe(exc)}") from None

@@ -517,9 +517,9 @@ async def test_a_redis_outage_burns_no_attempt(make_settings, receiver, redis_pr
     handed_back, during_outage = asyncio.Event(), []
     deliver = worker_webhooks.WebhookDeliverer.deliver
 
-    async def counting(self, event):
+    async def counting(self, event, has_callback=None):
         try:
-            return await deliver(self, event)
+            return await deliver(self, event, has_callback)
         except PixqError:
             during_outage.append(event["type"])
             if len(during_outage) >= 3:

@@ -129,3 +129,36 @@ def test_event_subjects_carry_the_type_and_both_forms_parse():
     for subject in (f"pixq.events.acme.job.{job_id}.completed.x", "pixq.events.acme.job", f"pixq.events.acme.x.{job_id}",
                     f"pixq.other.acme.job.{job_id}"):
         assert parse_event(subject, 7, envelope) is None, subject
+
+
+async def test_a_job_without_callback_costs_the_deliverer_no_redis_read(make_settings):
+    """A completed job with no callback_url, in a tenant with no webhook_url: its event says so
+    (events.CALLBACK_HEADER), and the deliverer settles it without reading the job's record
+    (HGETALL), a Redis round trip per job saved. Watched with Redis' MONITOR (HGETALLs run inside
+    the status scripts are left out: those are the status writes themselves); the test reads job
+    states through NATS only, so no HGETALL is the test's."""
+    import redis.asyncio as redis
+
+    settings = hook_settings(make_settings)
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    reads: list[str] = []
+
+    async def watch(monitor) -> None:
+        while True:
+            command = await monitor.next_command()
+            if command["client_type"] != "lua" and command["command"].upper().startswith("HGETALL"):
+                reads.append(command["command"])
+
+    try:
+        async with running_api(settings) as api, running_worker(settings), client.monitor() as monitor:
+            await webhooks_consumer(settings)
+            watcher = asyncio.create_task(watch(monitor))
+            try:
+                for _ in range(JOBS):
+                    await submit(api)
+                await consumer_when(settings, settled(JOBS))
+            finally:
+                watcher.cancel()
+    finally:
+        await client.aclose()
+    assert reads == [], f"{len(reads)} record reads for {JOBS} jobs without a callback"

@@ -52,7 +52,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Histogram
 
-from pixq import documents, names, outbound, queue, units, webhooks
+from pixq import documents, events, names, outbound, queue, units, webhooks
 from pixq.errors import PixqError, describe
 from pixq.jobs import utc_now
 from pixq.settings import Settings
@@ -172,7 +172,7 @@ class WebhookDeliverer:
                 if not isinstance(event, dict) or not webhooks.is_delivered(event):
                     settle = ACK
                 else:
-                    settle = await self.deliver(event)
+                    settle = await self.deliver(event, (message.headers or {}).get(events.CALLBACK_HEADER))
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("webhook_event_invalid", subject=message.subject, error=describe(exc))
                 settle = ACK
@@ -199,11 +199,15 @@ class WebhookDeliverer:
             return record.get("callback_url") or None, record.get("request_id")
         return await self.store.batch_callback(subject_id), None
 
-    async def deliver(self, event: dict[str, Any]) -> Settle:
-        """One attempt at delivering ``event`` (a delivered type), recorded; says how to settle."""
+    async def deliver(self, event: dict[str, Any], has_callback: str | None = None) -> Settle:
+        """One attempt at delivering ``event`` (a delivered type), recorded; says how to settle.
+        ``has_callback``: the event's events.CALLBACK_HEADER; "0" with no tenant webhook_url
+        settles without reading the job's record (most jobs: no Redis round trip)."""
         kind, subject_id = webhooks.subject_of(event)
         tenant = event.get("tenant") or "default"
         tenant_settings = self._tenant_settings(tenant)
+        if kind == "job" and has_callback == "0" and webhooks.receiver(None, tenant_settings) is None:
+            return ACK
         own_callback, request_id = await self._own_callback(kind, subject_id)
         url = webhooks.receiver(own_callback, tenant_settings)
         if url is None:
