@@ -206,6 +206,11 @@ def rgb_profile(input: str) -> bool:
             and str(image.interpretation) not in ("cmyk", "b-w", "grey16"))
 
 
+def wide(input: str) -> bool:
+    """Is the input 16 bits per band (narrowed to 8 before pixq resizes it)?"""
+    return pyvips.Image.new_from_file(str(fixture(input))).format == "ushort"
+
+
 def resize(name: str, input: str, fmt: str = "png", **params: Any) -> Case:
     """A /resize job; where pixq's documented geometry differs from sharp's by design, the case
     names the difference and carries pixq's plan in sharp's calls as ``equivalent``. A resize of
@@ -218,7 +223,8 @@ def resize(name: str, input: str, fmt: str = "png", **params: Any) -> Case:
     alt = planned_stages(size, params) if geometry else None
     if alt:
         alt[-1] += finishing(fmt, background)
-    accepted = geometry + (("icc-after-shrink",) if rgb_profile(input) else ())
+    accepted = (geometry + (("icc-after-shrink",) if rgb_profile(input) else ())
+                + (("narrow-before-resize",) if wide(input) else ()))
     return Case(name, input, "resize", params, stages, fmt, accepted, alt)
 
 

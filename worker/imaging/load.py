@@ -79,18 +79,25 @@ def thumbnail(source: Source, width: int, height: int, keep_profile: bool = Fals
     libvips' thumbnail also auto-orients and premultiplies alpha; the colour conversion is
     colour.decide's (the decode path applies the same one; without colour options libvips'
     thumbnail transforms nothing and keeps the profile attached: ``keep_profile``)."""
-    conversion = colour.decide(source.header if source.header is not None else decode(source), keep_profile)
+    header = source.header if source.header is not None else decode(source)
+    conversion = colour.decide(header, keep_profile)
     # CMYK, and grey with a profile, convert before the resize, as on the decode path (and in
     # sharp): resizing the ink values instead differs by MAD ~2 (pil_sample_cmyk.jpg halved),
     # and a grey profile's curve applied after an alpha-weighted shrink by MAD ~1.9.
     convert_first = conversion.input_profile == "cmyk" or (conversion.grey and conversion.transforms)
-    if source.info.format != "jpeg" and not convert_first:
+    # A 16-bit input is narrowed to 8 bits first, by colour.to_srgb's rule, as on the decode
+    # path: libvips' thumbnail would narrow it inside, its own way (÷ 257), and the resize and
+    # crop of one image differed by a level. Such inputs (PNG, TIFF) have no shrink-on-load to lose.
+    wide = header.format == "ushort"
+    if source.info.format != "jpeg" and not convert_first and not wide:
         return read_thumbnail(source.data, width, height=height, size="force", **conversion.thumbnail_options())
     if source.info.format == "jpeg":
         loaded = read_jpeg(source.data, shrink=jpeg_shrink(source.info, width, height), access="sequential",
                            fail_on=FAIL_ON)
     else:
         loaded = decode(source)
+    if wide:
+        return colour.to_srgb(loaded, keep_profile=keep_profile).thumbnail_image(width, height=height, size="force")
     if convert_first:
         return colour.icc_to_srgb(loaded, conversion).thumbnail_image(width, height=height, size="force")
     return loaded.thumbnail_image(width, height=height, size="force", **conversion.thumbnail_options())
