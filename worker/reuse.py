@@ -10,7 +10,7 @@ the worker's input limits, then the input bytes:
   what is asked for (quality 80 against 81) does not;
 - the limits are in it because they decide whether a job may run at all: a job the current
   limits refuse must not complete from an earlier job that looser limits let through;
-- ENGINE_VERSION names the code that made the outputs (see there).
+- ENGINE_VERSION (pixq.engine) names the code that made the outputs (see there).
 
 A cryptographic hash, because a tenant's own users must not be able to craft an input that
 collides with another user's and receive that user's outputs. BLAKE3 (the ``blake3`` package, the
@@ -28,49 +28,24 @@ Redis trouble never fails a job: a lookup that fails is a miss, a record that fa
 (a warning each); the job is processed as if reuse were off.
 """
 
-import hashlib
 import json
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import blake3
-import pyvips
 import redis.asyncio as redis
 import structlog
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from pixq import names
+from pixq.engine import ENGINE_VERSION
 from pixq.jobs import JobResult, OutputInfo
 from pixq.limits import Limits
 from pixq.spec import PipelineSpec
 
 log = structlog.get_logger("pixq.worker")
 
-_ENGINE_SOURCES = (Path(__file__).parent / "imaging", Path(names.__file__).parent / "formats.py")
 
-
-def _engine_revision() -> str:
-    """A digest of the engine's own source: worker/imaging/*.py and pixq/formats.py (output
-    formats, extensions). Any change there, a comment included, is a new revision."""
-    digest = hashlib.sha256()
-    for root in _ENGINE_SOURCES:
-        for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
-            digest.update(path.relative_to(root.parent).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-ENGINE_VERSION = (f"pixq-engine/{_engine_revision()} "
-                  f"libvips/{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}")
-"""What made an output: pixq's engine revision plus the libvips version, part of every fingerprint.
-
-Bump rule: none to remember. The revision is a digest of the engine's source files, computed
-at import, so every change to worker/imaging (or to pixq/formats.py) starts a new revision and
-no output of the old code is reused by the new; so does a different libvips. A change that
-alters outputs from outside those files (a new build of libjpeg, libpng or libwebp under the
-same libvips version: a new worker image) is not seen: after such a change either delete the
-``pixq:reuse:*`` keys or set REUSE_OUTPUTS=false until they expire. During a rolling upgrade,
-workers of the old and the new engine keep apart records (their fingerprints differ)."""
 
 
 def fingerprint(data: bytes, spec: PipelineSpec, limits: Limits) -> str:

@@ -29,6 +29,7 @@ from api.middleware import REQUEST_ID, TENANT
 from api.submission import check_storage_key, accept_job
 from api.uploads import SubmitRequest
 from pixq import events, formats, imgcache, names, sources
+from pixq.engine import ENGINE_VERSION
 from pixq.errors import HTTP_STATUS, ErrorCode, PixqError
 from pixq.imgcache import Source
 from pixq.imgproxy import Signing, parse_image_path, parse_presets
@@ -37,7 +38,6 @@ from pixq.settings import Settings, fail_config
 from pixq.sniff import detect_format
 from pixq.spec import PipelineSpec
 from pixq.tenants import Tenant, TenantDirectory
-from worker.reuse import ENGINE_VERSION
 
 log = structlog.get_logger("pixq.api.img")
 

@@ -73,13 +73,19 @@ def decode(source: Source, access: str = "sequential") -> pyvips.Image:
     return read_header(source.data, access=access, fail_on=FAIL_ON)
 
 
+def header_of(source: Source) -> pyvips.Image:
+    """The image whose header the colour decision reads: the one loaded for the limits, or a
+    lazy decode (no pixels are read for the decision)."""
+    return source.header if source.header is not None else decode(source)
+
+
 def thumbnail(source: Source, width: int, height: int, keep_profile: bool = False) -> pyvips.Image:
     """Exactly width x height (of the auto-oriented image), shrinking on load.
 
     libvips' thumbnail also auto-orients and premultiplies alpha; the colour conversion is
     colour.decide's (the decode path applies the same one; without colour options libvips'
     thumbnail transforms nothing and keeps the profile attached: ``keep_profile``)."""
-    header = source.header if source.header is not None else decode(source)
+    header = header_of(source)
     conversion = colour.decide(header, keep_profile)
     # CMYK, and grey with a profile, convert before the resize, as on the decode path (and in
     # sharp): resizing the ink values instead differs by MAD ~2 (pil_sample_cmyk.jpg halved),

@@ -85,8 +85,7 @@ def _run(data: bytes, spec: PipelineSpec, limits: Limits, guard: "Guard") -> Pro
     # Decode keeping the input's profile when any variant keeps it and the input has one that
     # can be kept (colour.decide); render converts the variants that do not keep it.
     keep = (any(variant.icc_profile == "keep" for variant in spec.variants)
-            and colour.decide(source.header if source.header is not None else load.decode(source),
-                              keep_profile=True).keeps_profile)
+            and colour.decide(load.header_of(source), keep_profile=True).keeps_profile)
     if not steps and all(variant.resize is not None for variant in spec.variants):
         # Resizes only: one shrink-on-load decode at the largest size any variant needs,
         # every variant planned against the input's own (oriented) size.
