@@ -106,8 +106,8 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api/v1/cache", images.purge_cache, "Purge /img's cached results of one source", "images",
           auth="admin", ok={200: images.CachePurged}, errors=(400, 422), query=images.CachePurgeQuery),
     Route("GET", "/img/{tail}", images.serve_image, "An image by imgproxy-compatible signed URL (cached)",
-          "images", auth="none", ok={200: "image/*", 304: None}, errors=(400, 403, 404, 410, 413, 415, 422),
-          response_headers={200: ("ETag",), 304: ("ETag",)},
+          "images", auth="none", ok={200: "image/*", 304: None, 307: None}, errors=(400, 403, 404, 410, 413, 415, 422),
+          response_headers={200: ("ETag",), 304: ("ETag",), 307: ("ETag", "Location")},
           description="`/img/{signature}/{options}/plain/{source}@{ext}` or the base64 source form "
                       "(docs/on-the-fly.md). Off (404) unless IMG_KEY or IMG_ALLOW_UNSIGNED is set. "
                       "503 IMAGE_PENDING with Retry-After when the job outlasts IMG_WAIT."),

@@ -208,6 +208,8 @@ class Settings(BaseSettings):
     img_cache_max_age: Duration = 365 * 86400.0
     img_auto_webp: bool = False
     img_auto_avif: bool = False
+    img_hit_redirect: bool = False
+    """S3 storage: answer a cache hit with a 307 to a presigned GET (URL_TTL) instead of the bytes."""
 
     # Worker
     metrics_port: int = Field(9091, ge=0, le=65535)

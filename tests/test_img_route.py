@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import uuid
 
+import aiohttp
 import pytest
 import pyvips
 import redis.asyncio as redis
@@ -250,3 +251,30 @@ async def test_an_exclusive_create_of_a_recorded_job_writes_nothing(make_setting
         assert stored is not None and stored["request_id"] == "req-first" == first["request_id"]
     finally:
         await status.close()
+
+
+async def test_hits_redirect_to_a_presigned_get_on_s3(make_settings, storage_type):
+    """IMG_HIT_REDIRECT: on S3 a hit is a 307 to a presigned GET of the cached result (the store
+    serves the bytes, with the result's Content-Type and Cache-Control); the 307 is cacheable for
+    half of URL_TTL at most. Local storage has no presigned URLs: hits stay 200. (moto checks no
+    signature: this shows where the redirect points and what the store answers, not the signing.)"""
+    settings = img_settings(make_settings, storage_type, img_hit_redirect=True, url_ttl=600.0)
+    await put_source(settings)
+    url = signed(f"/rs:fit:300:200/q:80/plain/{source_url(settings)}@jpg")
+    async with running_api(settings) as api, running_worker(settings):
+        miss = await api.get(url)  # a miss waited for its job: it answers the bytes itself
+        assert miss.status == 200 and miss.headers["X-Cache"] == "miss", await miss.text()
+        body, etag = await miss.read(), miss.headers["ETag"]
+        hit = await api.get(url, allow_redirects=False)
+        assert hit.headers["X-Cache"] == "hit" and hit.headers["ETag"] == etag
+        if storage_type == "local":
+            assert hit.status == 200 and await hit.read() == body
+            return
+        assert hit.status == 307, await hit.text()
+        assert hit.headers["Cache-Control"] == "public, max-age=300"
+        async with aiohttp.ClientSession() as session, session.get(hit.headers["Location"]) as stored:
+            assert stored.status == 200 and await stored.read() == body
+            assert stored.headers["Content-Type"] == "image/jpeg"
+            assert stored.headers["Cache-Control"] == f"public, max-age={365 * 86400}, immutable"
+        unchanged = await api.get(url, headers={"If-None-Match": etag}, allow_redirects=False)
+        assert unchanged.status == 304

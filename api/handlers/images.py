@@ -113,6 +113,8 @@ async def serve_image(request: web.Request) -> web.StreamResponse:
     if _etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
         return web.Response(status=304, headers=headers)
     stored = imgcache.object_key(tenant.name, source, key)
+    if settings.img_hit_redirect and (redirect := await _hit_redirect(ctx, stored, headers, max_age)) is not None:
+        return redirect
     try:
         data = await ctx.deps.storage.get_bytes(stored, RESULT_MAX_BYTES)
         outcome = "hit"
@@ -125,6 +127,21 @@ async def serve_image(request: web.Request) -> web.StreamResponse:
     detected = detect_format(data[:64])
     media = formats.mime_of(detected) if detected else "application/octet-stream"
     return web.Response(body=data, content_type=media, headers=headers)
+
+
+async def _hit_redirect(ctx: ApiContext, stored: str, headers: dict[str, str], max_age: int) -> web.Response | None:
+    """IMG_HIT_REDIRECT on S3: a hit answers 307 to a presigned GET of the cached result, so its
+    bytes go from the store to the client, not through the API. The store answers that GET with
+    the Content-Type the worker stored the output with (a server-side copy keeps it) and the same
+    Cache-Control (S3's response-cache-control override). The 307
+    itself may be cached for half of URL_TTL at most: a CDN must not keep a redirect to a URL
+    that has expired. None (serve as usual): local storage, or not cached yet (a miss)."""
+    ttl = ctx.settings.url_ttl
+    location = ctx.deps.storage.presigned_url(stored, ttl, {"response-cache-control": headers["Cache-Control"]})
+    if location is None or await ctx.deps.storage.size(stored) is None:
+        return None
+    return web.Response(status=307, headers={**headers, "Location": location, "X-Cache": "hit",
+                                             "Cache-Control": f"public, max-age={min(max_age, int(ttl // 2))}"})
 
 
 def _with_format(spec: PipelineSpec, output_format: str) -> PipelineSpec:

@@ -48,8 +48,10 @@ class Storage(Protocol):
         """Remove every object whose key starts with ``prefix`` (a folder, ending in "/"); the
         number removed. /img's purge by source (pixq.imgcache)."""
 
-    def presigned_url(self, key: str, ttl: float) -> str | None:
-        """A direct download URL, or None when the API must serve the object itself."""
+    def presigned_url(self, key: str, ttl: float, response_headers: dict[str, str] | None = None) -> str | None:
+        """A direct download URL, or None when the API must serve the object itself.
+        ``response_headers``: S3's ``response-*`` overrides (Content-Type, Cache-Control) that
+        the store answers the download with."""
 
     async def read_head(self, key: str, max_bytes: int) -> bytes:
         """The object's first ``max_bytes`` bytes (all of it when shorter); INPUT_NOT_FOUND if missing."""

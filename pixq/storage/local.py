@@ -155,7 +155,7 @@ class LocalStorage:
         except OSError as exc:
             raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot delete {prefix}: {exc}") from None
 
-    def presigned_url(self, key: str, ttl: float) -> str | None:
+    def presigned_url(self, key: str, ttl: float, response_headers: dict[str, str] | None = None) -> str | None:
         return None
 
     async def read_head(self, key: str, max_bytes: int) -> bytes:

@@ -119,8 +119,9 @@ class S3Storage:
 
         return await self._call("delete", lambda *_: remove(), self.bucket, prefix)
 
-    def presigned_url(self, key: str, ttl: float) -> str | None:
-        return self.signer.presigned_get_object(self.bucket, key, expires=timedelta(seconds=max(1, int(ttl))))
+    def presigned_url(self, key: str, ttl: float, response_headers: dict[str, str] | None = None) -> str | None:
+        return self.signer.presigned_get_object(self.bucket, key, expires=timedelta(seconds=max(1, int(ttl))),
+                                                response_headers=response_headers)
 
     async def read_head(self, key: str, max_bytes: int) -> bytes:
         def read() -> bytes:
