@@ -17,9 +17,10 @@ up: system-deps $(STAMP)
 test: system-deps $(STAMP) tools sharp
 	$(PY) -m pytest --durations=25
 
-# the issue-length outages (60 s storage cut, 30 s Redis SIGSTOP, nats-server restart); `make test` runs 8 s cuts
+# the issue-length outages (60 s storage cut, 30 s Redis SIGSTOP, nats-server restart); `make test` runs 8 s cuts;
+# and a worker loop losing each of its four consumers (`make test` runs two)
 test-outages: system-deps $(STAMP)
-	PIXQ_LONG_OUTAGES=1 $(PY) -m pytest tests/faults/test_outage_retries.py
+	PIXQ_LONG_OUTAGES=1 $(PY) -m pytest tests/faults/test_outage_retries.py tests/faults/test_loop_failure.py
 
 # the 3-node JetStream cluster faults (leader SIGKILL, SIGSTOP 10 s, rolling restart) 10 times over; `make test` runs them once
 test-cluster-soak: system-deps $(STAMP)

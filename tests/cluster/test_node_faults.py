@@ -162,4 +162,5 @@ async def _event_job_ids(cluster: NatsCluster) -> set[str]:
         info = await nc.jetstream().stream_info(names.EVENTS_STREAM, subjects_filter=f"{names.EVENTS_SUBJECT_PREFIX}.>")
     finally:
         await nc.close()
-    return {subject.rsplit(".", 1)[1] for subject in (info.state.subjects or {}) if ".job." in subject}
+    return {where[2] for where in map(names.parse_event_subject, info.state.subjects or {})
+            if where is not None and where[1] == "job"}
