@@ -201,7 +201,7 @@ async def _withdraw_queued_event(ctx: ApiContext, tenant: str, job_id: str) -> N
         return
     try:
         await asyncio.wait_for(ctx.deps.js.purge_stream(names.EVENTS_STREAM,
-                                                        subject=names.job_event_subject(tenant, job_id)),
+                                                        subject=names.job_event_subject(tenant, job_id, "queued")),
                                WITHDRAW_TIMEOUT_SECONDS)
     except (NatsError, OSError, asyncio.TimeoutError) as exc:  # never turn the 503 into a 500
         log.warning("queued_event_not_withdrawn", job_id=job_id, error=describe(exc))
