@@ -6,7 +6,7 @@ a route's first error as an increase rather than as a new series.
 """
 
 from aiohttp import web
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 """Values of the ``status`` label (api.middleware.observe labels a response ``f"{status // 100}xx"``)."""
@@ -18,6 +18,9 @@ REQUEST_SECONDS = Histogram(
     "pixq_api_request_duration_seconds", "HTTP request latency", ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+REQUESTS_IN_FLIGHT = Gauge(
+    "pixq_api_requests_in_flight", "HTTP requests being handled now (a scrape counts itself); what a SIGTERM "
+    "waits for, up to API_SHUTDOWN_GRACE")
 JOBS_SUBMITTED = Counter("pixq_jobs_submitted_total", "Jobs accepted (202) by the API", ["type", "tenant"])
 QUOTA_REFUSALS = Counter("pixq_quota_refusals_total",
                          "Submits refused with QUOTA_EXCEEDED (429), by tenant and quota (jobs_in_flight, megapixels)",

@@ -8,7 +8,7 @@ import structlog
 from aiohttp import web
 
 from api.context import context
-from api.metrics import REQUEST_SECONDS, REQUESTS
+from api.metrics import REQUEST_SECONDS, REQUESTS, REQUESTS_IN_FLIGHT
 from api.params import is_utf8
 from pixq import names, stream_tokens
 from pixq.errors import ErrorCode, PixqError
@@ -27,10 +27,12 @@ class InFlight:
 
     def enter(self) -> None:
         self.count += 1
+        REQUESTS_IN_FLIGHT.inc()
         self.idle.clear()
 
     def leave(self) -> None:
         self.count -= 1
+        REQUESTS_IN_FLIGHT.dec()
         if self.count == 0:
             self.idle.set()
 

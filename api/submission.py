@@ -58,9 +58,11 @@ def check_storage_key(tenant: Tenant, key: str) -> None:
                         f"({', '.join(tenant.own_prefixes())})")
 
 
-async def _validate_storage_key(ctx: ApiContext, tenant: Tenant, key: str) -> None:
+async def _validate_storage_key(ctx: ApiContext, tenant: Tenant, key: str, known_size: int | None) -> None:
+    """``known_size``: the object's size when the caller has just read it (/img's miss, which
+    stats its source for the cache key), so it is not read twice."""
     check_storage_key(tenant, key)
-    size = await ctx.deps.storage.size(key)
+    size = known_size if known_size is not None else await ctx.deps.storage.size(key)
     if size is None:
         raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at storage_key {key!r}")
     if size > ctx.limits.max_input_bytes:
@@ -82,13 +84,14 @@ async def _store_upload(ctx: ApiContext, submit: SubmitRequest, spec: PipelineSp
 async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, tenant: Tenant, request_id: str,
                      idempotency_key: str | None, callback_url: str | None = None, batch_id: str | None = None,
                      job_id: str | None = None, priority: Priority = Priority.INTERACTIVE,
-                     exclusive: bool = False) -> Accepted:
+                     exclusive: bool = False, known_size: int | None = None) -> Accepted:
     """Run the whole submit for ``tenant``; raises PixqError (4xx for the client's mistakes, 503 for outages).
 
     A batch reserves its items' ``job_id`` before accepting them (pixq.batches). ``exclusive``
     (a ``job_id`` derived from content, /img's): when that job is recorded already, another
     request is submitting it or did; answer it as replayed and touch nothing, so a failure here
-    can never roll back the other request's job."""
+    can never roll back the other request's job. ``known_size``: the ``storage_key`` object's
+    size, when the caller has just read it."""
     spec, preset = presets.compile_spec(ctx, tenant, job_type, submit)
     if idempotency_key:
         existing = await ctx.deps.status.idempotent_job(tenant.name, idempotency_key)
@@ -110,7 +113,7 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
         else:
             assert submit.storage_key is not None
             storage_key = submit.storage_key
-            await _validate_storage_key(ctx, tenant, storage_key)
+            await _validate_storage_key(ctx, tenant, storage_key, known_size)
         if idempotency_key:
             winner = await ctx.deps.status.claim_idempotency_key(tenant.name, idempotency_key, job_id,
                                                                  ctx.settings.idempotency_ttl)

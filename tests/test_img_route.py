@@ -278,3 +278,24 @@ async def test_hits_redirect_to_a_presigned_get_on_s3(make_settings, storage_typ
             assert stored.headers["Cache-Control"] == f"public, max-age={365 * 86400}, immutable"
         unchanged = await api.get(url, headers={"If-None-Match": etag}, allow_redirects=False)
         assert unchanged.status == 304
+
+
+async def test_a_miss_stats_its_source_once(make_settings, monkeypatch):
+    """The stat that gives the cache key its source ETag also gives the submit its size check:
+    one stat (on S3, one HEAD) of the source per miss, not two."""
+    from api.context import CONTEXT
+    settings = img_settings(make_settings)
+    await put_source(settings)
+    async with running_api(settings) as api, running_worker(settings):
+        storage = api.server.app[CONTEXT].deps.storage
+        stats: list[str] = []
+        for method in ("head", "size"):
+            original = getattr(storage, method)
+
+            async def counted(key, _original=original):
+                stats.append(key)
+                return await _original(key)
+            monkeypatch.setattr(storage, method, counted)
+        miss = await api.get(signed(f"/rs:fit:90:90/plain/{source_url(settings)}@jpg"))
+        assert miss.status == 200 and miss.headers["X-Cache"] == "miss", await miss.text()
+        assert stats.count(SOURCE) == 1, stats

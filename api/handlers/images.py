@@ -37,6 +37,7 @@ from pixq.jobs import JobStatus, JobType
 from pixq.settings import Settings, fail_config
 from pixq.sniff import detect_format
 from pixq.spec import PipelineSpec
+from pixq.storage import ObjectHead
 from pixq.tenants import Tenant, TenantDirectory
 
 log = structlog.get_logger("pixq.api.img")
@@ -102,8 +103,8 @@ async def serve_image(request: web.Request) -> web.StreamResponse:
     if not url.format_given and (chosen := imgcache.negotiate(request.headers.get("Accept", ""), settings)):
         spec = _with_format(spec, chosen)
     source = imgcache.resolve_source(url.source, settings)
-    etag = await _source_etag(ctx, tenant, source)
-    key = imgcache.cache_key(url.canonical, spec.variants[0].format, source, etag, ENGINE_VERSION)
+    head = await _source_head(ctx, tenant, source)
+    key = imgcache.cache_key(url.canonical, spec.variants[0].format, source, head.etag if head else "", ENGINE_VERSION)
     max_age = int(settings.img_cache_max_age)
     if url.expires is not None:  # no cache may keep serving a URL past its expires: (as imgproxy)
         max_age = max(0, min(max_age, url.expires - int(time.time())))
@@ -121,7 +122,7 @@ async def serve_image(request: web.Request) -> web.StreamResponse:
     except PixqError as exc:
         if exc.code is not ErrorCode.INPUT_NOT_FOUND:
             raise
-        data = await _miss(request, state, spec, source, key, stored)
+        data = await _miss(request, state, spec, source, head.size if head else None, key, stored)
         outcome = "miss"
     headers["X-Cache"] = outcome
     detected = detect_format(data[:64])
@@ -149,21 +150,22 @@ def _with_format(spec: PipelineSpec, output_format: str) -> PipelineSpec:
     return spec.model_copy(update={"variants": [variant, *spec.variants[1:]]})
 
 
-async def _source_etag(ctx: ApiContext, tenant: Tenant, source: Source) -> str:
-    """The stored source's ETag; for a URL source none is known before the worker fetches it,
-    so the URL itself stands for its version (a changed remote image needs a purge)."""
+async def _source_head(ctx: ApiContext, tenant: Tenant, source: Source) -> ObjectHead | None:
+    """The stored source's size and ETag (one stat, reused by a miss's submit). None for a URL
+    source: no ETag is known before the worker fetches it, so the URL itself stands for its
+    version (a changed remote image needs a purge)."""
     if source.url is not None:
         sources.check_source_url(source.url, ctx.settings, tenant)  # hits too: a host taken off the allowlist
-        return ""
+        return None
     assert source.storage_key is not None
     check_storage_key(tenant, source.storage_key)
-    etag = await ctx.deps.storage.etag(source.storage_key)
-    if etag is None:
+    head = await ctx.deps.storage.head(source.storage_key)
+    if head is None:
         raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at {source.identity}")
-    return etag
+    return head
 
 
-async def _miss(request: web.Request, state: ImgState, spec: PipelineSpec, source: Source,
+async def _miss(request: web.Request, state: ImgState, spec: PipelineSpec, source: Source, size: int | None,
                 key: str, stored: str) -> bytes:
     """The result, made by the job for ``key``: one task per key in this process, which every
     request missing it awaits. The task bounds itself: IMG_WAIT for the job's end, counted from
@@ -172,7 +174,7 @@ async def _miss(request: web.Request, state: ImgState, spec: PipelineSpec, sourc
     ctx = context(request)
     task = state.misses.get(key)
     if task is None:
-        task = asyncio.create_task(_make(ctx, request, state, spec, source, key, stored))
+        task = asyncio.create_task(_make(ctx, request, state, spec, source, size, key, stored))
         state.misses[key] = task
         task.add_done_callback(lambda done: _forget(state, key, done))
     return await asyncio.shield(task)  # a client leaving does not cancel the others' task
@@ -186,9 +188,10 @@ def _forget(state: ImgState, key: str, task: asyncio.Task) -> None:
 
 
 async def _make(ctx: ApiContext, request: web.Request, state: ImgState, spec: PipelineSpec, source: Source,
-                key: str, stored: str) -> bytes:
+                size: int | None, key: str, stored: str) -> bytes:
     """Submit the job for ``key`` unless it exists, wait for its end (IMG_WAIT at most), copy its
-    output to ``stored``. IMAGE_PENDING when it is not done by then."""
+    output to ``stored``. IMAGE_PENDING when it is not done by then. ``size``: the stored
+    source's, from the stat that gave its ETag (None for a URL source)."""
     tenant = state.tenant
     assert tenant is not None
     job_id = imgcache.job_id(key, await imgcache.epoch(ctx.deps.status.client, tenant.name, source))
@@ -199,7 +202,7 @@ async def _make(ctx: ApiContext, request: web.Request, state: ImgState, spec: Pi
             submit = SubmitRequest(parameters=spec.model_dump(mode="json", exclude_none=True),
                                    storage_key=source.storage_key, source_url=source.url)
             await accept_job(ctx, JobType.PIPELINE, submit, tenant, request[REQUEST_ID], None, job_id=job_id,
-                             exclusive=True)
+                             exclusive=True, known_size=size)
             log.info("img_miss_submitted", job_id=job_id, cache_key=key, source=_logged(source))
         if record is None or record.get("status") not in _TERMINAL:
             deadline = asyncio.get_running_loop().time() + ctx.settings.img_wait

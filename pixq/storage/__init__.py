@@ -1,7 +1,7 @@
 """Object storage: the local filesystem (embedded default) or any S3 through the minio SDK."""
 
 from pixq.settings import Settings
-from pixq.storage.base import PresignedPost, Storage
+from pixq.storage.base import ObjectHead, PresignedPost, Storage
 from pixq.storage.local import LocalStorage
 from pixq.storage.s3 import S3Storage
 
@@ -13,4 +13,4 @@ def make_storage(settings: Settings) -> Storage:
     return LocalStorage(settings.storage_dir)
 
 
-__all__ = ["PresignedPost", "Storage", "LocalStorage", "S3Storage", "make_storage"]
+__all__ = ["ObjectHead", "PresignedPost", "Storage", "LocalStorage", "S3Storage", "make_storage"]

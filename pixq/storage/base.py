@@ -18,6 +18,16 @@ class PresignedPost:
     fields: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ObjectHead:
+    """What one stat (S3: one HEAD) of an object says."""
+
+    size: int
+    etag: str
+    """A version tag that changes whenever the object's bytes do (S3's ETag; locally size and
+    mtime_ns): part of /img's cache keys (pixq.imgcache)."""
+
+
 class Storage(Protocol):
     async def ensure_ready(self) -> None:
         """Create the bucket or directory if missing."""
@@ -40,9 +50,9 @@ class Storage(Protocol):
     async def delete(self, key: str) -> None:
         """Remove an object; missing is fine."""
 
-    async def etag(self, key: str) -> str | None:
-        """A version tag that changes whenever the object's bytes do (S3's ETag; locally size and
-        mtime_ns), or None when it does not exist: part of /img's cache keys (pixq.imgcache)."""
+    async def head(self, key: str) -> ObjectHead | None:
+        """The object's size and version tag in one stat, or None when it does not exist: /img
+        needs both for a miss (the cache key, then the submit's size check)."""
 
     async def delete_prefix(self, prefix: str) -> int:
         """Remove every object whose key starts with ``prefix`` (a folder, ending in "/"); the

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 from pixq.errors import ErrorCode, PixqError
+from pixq.storage.base import ObjectHead
 
 
 _NO_OBJECT_ERRNOS = frozenset({errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG})
@@ -109,13 +110,8 @@ class LocalStorage:
 
     async def size(self, key: str) -> int | None:
         """Size of the object at ``key``; None when there is none (a directory is not an object)."""
-        try:
-            info = self.path_of(key).stat()
-        except OSError as exc:
-            if _names_no_object(exc):
-                return None  # no object can exist under that name here (not an outage)
-            raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot stat {key}: {exc}") from None
-        return info.st_size if stat.S_ISREG(info.st_mode) else None
+        head = await self.head(key)
+        return head.size if head is not None else None
 
     async def delete(self, key: str) -> None:
         try:
@@ -123,16 +119,18 @@ class LocalStorage:
         except OSError:
             pass
 
-    async def etag(self, key: str) -> str | None:
-        """Size and mtime_ns: every write here replaces the file (os.replace), so new bytes
-        mean a new mtime."""
+    async def head(self, key: str) -> ObjectHead | None:
+        """The tag is size and mtime_ns: every write here replaces the file (os.replace), so new
+        bytes mean a new mtime."""
         try:
             info = self.path_of(key).stat()
         except OSError as exc:
             if _names_no_object(exc):
-                return None
+                return None  # no object can exist under that name here (not an outage)
             raise PixqError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot stat {key}: {exc}") from None
-        return f"{info.st_size}-{info.st_mtime_ns}" if stat.S_ISREG(info.st_mode) else None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return ObjectHead(size=info.st_size, etag=f"{info.st_size}-{info.st_mtime_ns}")
 
     async def delete_prefix(self, prefix: str) -> int:
         folder = self.path_of(prefix.rstrip("/"))

@@ -20,7 +20,7 @@ from minio.error import S3Error
 
 from pixq.errors import ErrorCode, PixqError
 from pixq.settings import Settings
-from pixq.storage.base import PresignedPost
+from pixq.storage.base import ObjectHead, PresignedPost
 from pixq.transport import s3_http_client, s3_sse
 
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound"}
@@ -105,9 +105,9 @@ class S3Storage:
         except PixqError:
             pass
 
-    async def etag(self, key: str) -> str | None:
+    async def head(self, key: str) -> ObjectHead | None:
         stat = await self._stat(key)
-        return stat.etag if stat is not None else None
+        return ObjectHead(size=stat.size, etag=stat.etag) if stat is not None else None
 
     async def delete_prefix(self, prefix: str) -> int:
         def remove() -> int:

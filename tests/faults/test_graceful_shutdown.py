@@ -90,7 +90,7 @@ async def test_api_sigterm_drains_an_upload_still_arriving(make_stack, http):
     """The listener closes at SIGTERM, but an upload whose body is still arriving completes
     (api.main drains in-flight requests before aiohttp's shutdown, which stops reading bodies)."""
     stack = make_stack()
-    api_proc, api = stack.spawn_api(API_SHUTDOWN_GRACE="3s")
+    api_proc, api = stack.spawn_api(API_SHUTDOWN_GRACE="20s")
     form = pipeline_form(image("medium"), SPECS["medium"])
     payload = form()
     body = b"".join([chunk async for chunk in _payload_bytes(payload)])
@@ -112,6 +112,14 @@ async def test_api_sigterm_drains_an_upload_still_arriving(make_stack, http):
 
     request = asyncio.create_task(upload())
     await asyncio.wait_for(first_half_sent.wait(), 10)
+
+    async def upload_in_flight():  # the API is handling it (the scrape counts itself too)
+        async with http.get(f"{api}/metrics") as response:
+            text = await response.text()
+        return any(line.startswith("pixq_api_requests_in_flight ") and float(line.split()[1]) >= 2
+                   for line in text.splitlines())
+    # Only then SIGTERM: a request the API has not begun by then is not one it owes an answer
+    await wait_until(upload_in_flight, 10, "the API to be handling the upload")
     api_proc.signal(signal.SIGTERM)
 
     async def listener_closed():
