@@ -280,22 +280,27 @@ async def test_hits_redirect_to_a_presigned_get_on_s3(make_settings, storage_typ
         assert unchanged.status == 304
 
 
-async def test_a_miss_stats_its_source_once(make_settings, monkeypatch):
+async def test_a_miss_stats_its_source_once_and_reads_its_status_once(make_settings, monkeypatch):
     """The stat that gives the cache key its source ETag also gives the submit its size check:
-    one stat (on S3, one HEAD) of the source per miss, not two."""
+    one stat (on S3, one HEAD) of the source per miss, not two. And the completed event carries
+    the job's document, so the miss reads the status store once (before submitting), not again
+    after the event."""
     from api.context import CONTEXT
     settings = img_settings(make_settings)
     await put_source(settings)
     async with running_api(settings) as api, running_worker(settings):
-        storage = api.server.app[CONTEXT].deps.storage
-        stats: list[str] = []
-        for method in ("head", "size"):
-            original = getattr(storage, method)
+        deps = api.server.app[CONTEXT].deps
+        calls: list[str] = []
+        for target, method in ((deps.storage, "head"), (deps.storage, "size"), (deps.status, "get")):
+            original = getattr(target, method)
 
-            async def counted(key, _original=original):
-                stats.append(key)
-                return await _original(key)
-            monkeypatch.setattr(storage, method, counted)
+            async def counted(key, *args, _original=original, **kwargs):
+                calls.append(key)
+                return await _original(key, *args, **kwargs)
+            monkeypatch.setattr(target, method, counted)
         miss = await api.get(signed(f"/rs:fit:90:90/plain/{source_url(settings)}@jpg"))
         assert miss.status == 200 and miss.headers["X-Cache"] == "miss", await miss.text()
-        assert stats.count(SOURCE) == 1, stats
+        during_the_miss = list(calls)
+        assert during_the_miss.count(SOURCE) == 1, during_the_miss
+        job_id = (await jobs(api))[0]["job_id"]
+        assert during_the_miss.count(job_id) == 1, during_the_miss

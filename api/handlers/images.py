@@ -24,7 +24,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from api.context import ApiContext, context
-from api.events_hub import StreamEnded, hub_of
+from api.events_hub import Listener, StreamEnded, hub_of
 from api.middleware import REQUEST_ID, TENANT
 from api.submission import check_storage_key, accept_job
 from api.uploads import SubmitRequest
@@ -205,16 +205,26 @@ async def _make(ctx: ApiContext, request: web.Request, state: ImgState, spec: Pi
                              exclusive=True, known_size=size)
             log.info("img_miss_submitted", job_id=job_id, cache_key=key, source=_logged(source))
         if record is None or record.get("status") not in _TERMINAL:
-            deadline = asyncio.get_running_loop().time() + ctx.settings.img_wait
-            while (remaining := deadline - asyncio.get_running_loop().time()) > 0:
-                try:
-                    event = await listener.next(remaining)
-                except StreamEnded:
-                    break  # shutting down, or fell behind: the status store decides below
-                if event is None or events.is_terminal(event.envelope):
-                    break
-    record = await ctx.deps.status.get(job_id) or {}
-    return await _outcome(ctx, tenant, source, record, stored)
+            # The terminal event carries the job's document (status, outputs, error): no read
+            # of the status store after it. Only a wait that ended without one reads it.
+            record = await _terminal_document(listener, ctx.settings.img_wait) or await ctx.deps.status.get(job_id)
+    return await _outcome(ctx, tenant, source, record or {}, stored)
+
+
+async def _terminal_document(listener: Listener, wait: float) -> dict | None:
+    """The job document of the first terminal event within ``wait`` seconds; None when the wait
+    ran out or the listener ended (shutting down, or fell behind)."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while (remaining := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            event = await listener.next(remaining)
+        except StreamEnded:
+            return None
+        if event is None:
+            return None
+        if events.is_terminal(event.envelope):
+            return event.envelope["data"]
+    return None
 
 
 _TERMINAL = frozenset({JobStatus.COMPLETED.value, JobStatus.FAILED.value})
