@@ -54,18 +54,13 @@ def _unavailable(exc: BaseException) -> PixqError:
     return PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}")
 
 
-async def record(client: redis.Redis, tenant: str, job_id: str, created_at: str, ttl_seconds: int) -> None:
-    """Index a new job in its tenant's history and the admin's, trimming expired entries."""
+def entry(tenant: str, created_at: str, ttl_seconds: int) -> dict[str, object]:
+    """The status script's options that index a new job in its tenant's history and the admin's
+    and trim their expired entries (pixq.status ``_ADVANCE``), in the same round trip that
+    records the job: ``history`` (the two keys), ``score``, ``trim_below`` (exclusive)."""
     score = millis(created_at)
-    oldest = score - ttl_seconds * 1000
-    try:
-        async with client.pipeline(transaction=True) as pipe:
-            for key in (names.tenant_jobs_key(tenant), names.ALL_JOBS_KEY):
-                pipe.zadd(key, {job_id: score})
-                pipe.zremrangebyscore(key, "-inf", f"({oldest}")
-            await pipe.execute()
-    except (RedisError, OSError) as exc:
-        raise _unavailable(exc) from None
+    return {"history": [names.tenant_jobs_key(tenant), names.ALL_JOBS_KEY], "score": str(score),
+            "trim_below": f"({score - ttl_seconds * 1000}"}
 
 
 async def forget(client: redis.Redis, tenant: str, job_id: str) -> None:

@@ -55,7 +55,9 @@ end
 # pairs. Options, always: job_id, in_flight_prefix, now (ms); on create with a quota:
 # in_flight (the tenant's set), cap, job_prefix, stale_before, prune_limit, and with a
 # megapixel budget usage (this month's key) and budget; on a completion: usage, megapixels,
-# usage_ttl. A reserved job (a batch item: _RESERVE admitted it) is not checked again.
+# usage_ttl; on create, history, score, trim_below (pixq.history.entry: the job's history
+# entries, written with its status). A reserved job (a batch item: _RESERVE admitted it) is
+# not checked again.
 # Returns the stored hash (HGETALL) if applied, {0, stored hash} if the stored status is ahead or
 # terminal in this generation (a worker's duplicate check rides on its processing write: no
 # separate read): the applied record is what the job's event announces (pixq.events);
@@ -92,6 +94,12 @@ if tenant then
   else
     redis.call('ZADD', in_flight, o.now, o.job_id)
     if ttl > 0 then redis.call('EXPIRE', in_flight, ttl) end
+  end
+end
+if o.history then
+  for _, key in ipairs(o.history) do
+    redis.call('ZADD', key, o.score, o.job_id)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', o.trim_below)
   end
 end
 if p == 3 and o.megapixels then
@@ -210,10 +218,10 @@ class StatusStore:
         record = {"job_id": job_id, "type": job_type, "tenant": tenant, "status": JobStatus.QUEUED.value,
                   "created_at": now, "updated_at": now, "request_id": request_id,
                   **{key: value for key, value in extra.items() if value}}
-        applied, stored = await self._write(job_id, generation, 0, JobStatus.QUEUED, record, quota)
+        applied, stored = await self._write(job_id, generation, 0, JobStatus.QUEUED, record, quota,
+                                            history.entry(tenant, now, self.job_ttl))
         if exclusive and not applied:
             raise JobExists(job_id)
-        await history.record(self.client, tenant, job_id, now, self.job_ttl)
         return (stored if applied else None) or record
 
     async def advance(self, job_id: str, generation: int, attempt: int, status: JobStatus, /,
@@ -233,12 +241,13 @@ class StatusStore:
         return applied, record
 
     async def _write(self, job_id: str, generation: int, attempt: int, status: JobStatus, fields: dict[str, Any],
-                     quota: TenantQuota | None) -> tuple[bool, dict | None]:
+                     quota: TenantQuota | None, history_entry: dict[str, Any] | None = None) -> tuple[bool, dict | None]:
         """advance, checking ``quota`` first when given (create): (applied, record), the record
-        as stored now, or the one that refused the write."""
+        as stored now, or the one that refused the write. ``history_entry`` (create): the job's
+        history entries, written only if the status is."""
         moment = datetime.now(timezone.utc)
         options: dict[str, Any] = {"job_id": job_id, "in_flight_prefix": names.IN_FLIGHT_KEY_PREFIX,
-                                   "now": int(moment.timestamp() * 1000)}
+                                   "now": int(moment.timestamp() * 1000), **(history_entry or {})}
         if quota is not None:
             options.update(self._admission(quota, moment))
         megapixels = quotas.input_megapixels(fields.get("result")) if status is JobStatus.COMPLETED else None

@@ -3,6 +3,8 @@ skip a job while new ones arrive."""
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import running_api
 from tests.helpers import make_image
 from tests.test_tenants import ALPHA, BETA, OPS, bearer, tenants_file  # noqa: F401 (fixture)
@@ -72,3 +74,31 @@ async def test_history_pages_each_job_once_while_jobs_arrive(make_settings, tena
             response = await api.get(f"/api/v1/jobs?{query}", headers=bearer(ALPHA))
             assert response.status == 422, query
             assert (await response.json())["error"]["code"] == "INVALID_PARAMETERS"
+
+
+async def test_a_created_job_is_indexed_with_its_status_and_expired_entries_are_trimmed(redis_proc):
+    """The history entries are written by the same script as the job's status (no second round
+    trip, no job without its entry): a create adds the job to its tenant's history and the
+    admin's, and drops entries older than the status TTL; a refused (exclusive) create adds nothing."""
+    import time
+
+    import redis.asyncio as redis
+
+    from pixq import names
+    from pixq.status import JobExists, StatusStore
+
+    client = redis.Redis(port=redis_proc.port, decode_responses=True)
+    store = StatusStore(client, job_ttl=60)
+    keys = (names.tenant_jobs_key("acme"), names.ALL_JOBS_KEY)
+    now_ms = int(time.time() * 1000)
+    for key in keys:
+        await client.zadd(key, {"expired-job": now_ms - 120_000, "recent-job": now_ms - 30_000})
+    try:
+        await store.create("job-1", "resize", "acme", "req-1")
+        for key in keys:
+            assert await client.zrange(key, 0, -1) == ["recent-job", "job-1"], key
+        with pytest.raises(JobExists):
+            await store.create("job-1", "resize", "other", "req-2", exclusive=True)
+        assert await client.zcard(names.tenant_jobs_key("other")) == 0
+    finally:
+        await client.aclose()
