@@ -10,7 +10,8 @@ worker's libvips settings, and prints JSON:
     {"worker_cpu_ms_per_job", "engine_cpu_ms_per_job", "overhead_ms",
      "nats_cpu_ms_per_job", "redis_cpu_ms_per_job", "api_cpu_ms_per_job", ...}
 
-``overhead_ms`` (worker minus engine) is what the issue bounds at 2 ms. Usage:
+``overhead_ms`` (worker minus engine, the median over the runs of each stack run's worker CPU
+less the engine round taken right after it) is what the issue bounds at 2 ms. Usage:
 
     python -m bench.plumbing [--jobs 300] [--repeats 3] [--profile out.txt]
 
@@ -49,30 +50,38 @@ def _jobs(count: int) -> list[tuple[str, str, dict]]:
     return [("resize", names[i % len(names)], PARAMS) for i in range(count)]
 
 
-def engine_cpu_ms(count: int) -> tuple[float, float]:
-    """(user, system) CPU ms per job of process_job alone, same inputs and spec, with the worker's libvips setup."""
-    from pixq.jobs import JobType
-    from pixq.limits import Limits
-    from pixq.settings import load_settings
-    from pixq.spec import to_pipeline
-    from worker.imaging import process_job
-    from worker.imaging.vips_setup import configure_vips
+class EngineLoop:
+    """``process_job`` alone on the same inputs and spec, with the worker's libvips setup, in this
+    process: one round per stack run, taken right after it, so each pair sees the same machine
+    speed (a shared VM's drifts by more than the plumbing costs: a 10 % drift of a 42 ms engine is
+    4 ms)."""
 
-    settings = load_settings()
-    configure_vips(1, settings.vips_cache_max_ops)
-    limits = Limits.from_settings(settings)
-    spec = to_pipeline(JobType.RESIZE, dict(PARAMS))
-    datas = [path.read_bytes() for path in _inputs().values()]
-    for data in datas:  # warm-up
-        process_job(data, spec, limits)
-    rounds = []
-    for _ in range(3):  # the median of three rounds: one slowed by a neighbour does not count
+    def __init__(self) -> None:
+        from pixq.jobs import JobType
+        from pixq.limits import Limits
+        from pixq.settings import load_settings
+        from pixq.spec import to_pipeline
+        from worker.imaging.vips_setup import configure_vips
+
+        settings = load_settings()
+        configure_vips(1, settings.vips_cache_max_ops)
+        self.limits = Limits.from_settings(settings)
+        self.spec = to_pipeline(JobType.RESIZE, dict(PARAMS))
+        self.datas = [path.read_bytes() for path in _inputs().values()]
+        for data in self.datas:  # warm-up
+            self._one(data)
+
+    def _one(self, data: bytes) -> None:
+        from worker.imaging import process_job
+        process_job(data, self.spec, self.limits)
+
+    def round(self, count: int) -> tuple[float, float]:
+        """(user, system) CPU ms per job over ``count`` jobs."""
         started = os.times()
         for i in range(count):
-            process_job(datas[i % len(datas)], spec, limits)
+            self._one(self.datas[i % len(self.datas)])
         ended = os.times()
-        rounds.append(((ended.user - started.user) * 1000 / count, (ended.system - started.system) * 1000 / count))
-    return sorted(rounds, key=sum)[1]
+        return (ended.user - started.user) * 1000 / count, (ended.system - started.system) * 1000 / count
 
 
 def _user_system(pid: int) -> tuple[float, float]:
@@ -152,24 +161,27 @@ def main() -> None:
     os.dup2(2, 1)  # the stack's processes log to the stdout they inherit: keep ours for the JSON
     # REUSE_OUTPUTS off: the same two inputs again and again would otherwise complete from the
     # first jobs' outputs (worker.reuse) and no job would run the pipeline.
+    engines: list[tuple[float, float]] = []
     with LocalStack("plumbing", workers=1, extra_env={"REUSE_OUTPUTS": "false"}) as stack:
         keys = stage_inputs(stack, _inputs())
+        engine = EngineLoop()
         stack_cpu(stack, keys, 20)  # warm-up: connections, imports, libvips caches
         for _ in range(args.repeats):
             runs.append(stack_cpu(stack, keys, args.jobs))
-            log(f"stack run: {runs[-1]}")
+            engines.append(engine.round(max(40, args.jobs // 2)))  # the stack idles meanwhile
+            log(f"stack run: {runs[-1]}; engine alone right after: {sum(engines[-1]):.2f} ms")
         if args.profile is not None:
             frames = profile(stack, keys, args.jobs, args.profile)
     os.dup2(stdout, 1)
-    engine_user, engine_system = engine_cpu_ms(max(40, args.jobs // 2))
-    engine = engine_user + engine_system
 
     def med(name: str) -> float:
         return round(statistics.median(run.get(name, 0.0) for run in runs), 2)
 
-    worker = med("workers")
-    out = {"jobs": args.jobs, "repeats": args.repeats, "worker_cpu_ms_per_job": worker,
-           "engine_cpu_ms_per_job": round(engine, 2), "overhead_ms": round(worker - engine, 2),
+    overheads = [round(run["workers"] - sum(pair), 2) for run, pair in zip(runs, engines)]
+    engine_user, engine_system = sorted(engines, key=sum)[len(engines) // 2]
+    out = {"jobs": args.jobs, "repeats": args.repeats, "worker_cpu_ms_per_job": med("workers"),
+           "engine_cpu_ms_per_job": round(engine_user + engine_system, 2),
+           "overhead_ms": round(statistics.median(overheads), 2), "overhead_runs": overheads,
            "nats_cpu_ms_per_job": med("nats"), "redis_cpu_ms_per_job": med("redis"),
            "api_cpu_ms_per_job": med("api"), "worker_user_ms_per_job": med("worker_user"),
            "worker_system_ms_per_job": med("worker_system"),

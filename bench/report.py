@@ -323,7 +323,10 @@ def plumbing_section(data: dict, targets: list) -> str:
 
 `python -m bench.plumbing`: one worker, JSON storage_key resizes of the two photos (fit 512x512
 JPEG Q80), {data.get('jobs')} jobs × {data.get('repeats')} runs; CPU (user + system from /proc) per job of each
-process, median run, against `worker.imaging.process` alone on the same bytes and spec.
+process, median run, against `worker.imaging.process` alone on the same bytes and spec, measured
+in this process right after each stack run (the overhead is the median of the {data.get('repeats')} pairs'
+differences, {', '.join(str(x) for x in data.get('overhead_runs', [])) or 'not recorded'} ms: on a shared VM
+the machine's speed drifts by more than the plumbing costs between two runs minutes apart).
 
 {_table(["process", "CPU ms per job"], rows)}
 {top}"""
