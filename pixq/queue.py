@@ -16,6 +16,7 @@ import asyncio
 import json
 import ssl
 import time
+from collections.abc import AsyncIterator
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -517,7 +518,31 @@ class LanePuller(Puller):
                 late.append(message)
         return late
 
+    async def consume(self, batch: int, wait: float) -> AsyncIterator[Msg]:
+        """Up to ``batch`` messages, each handed over as it arrives, from one pull request that
+        waits up to ``wait`` seconds (first any left by an earlier request given up on). For a
+        loop that handles messages one by one (the webhook deliverer): a request for all of its
+        free slots stays open while events trickle in, so it costs JetStream one request per
+        ``batch`` events, or per ``wait`` seconds, instead of one (nats-py's fetch: two) per event."""
+        assert self.inbox, "call start() first"
+        handed = 0
+        for message in self._late(batch):
+            handed += 1
+            yield message
+        if handed < batch:
+            async for message in self._answer(batch - handed, wait):
+                handed += 1
+                yield message
+        if handed:
+            self._checked = time.monotonic()
+        elif time.monotonic() - self._checked >= self.CHECK_INTERVAL_SECONDS:
+            await self.check()
+
     async def _request(self, batch: int, wait: float) -> list[Msg]:
+        return [message async for message in self._answer(batch, wait)]
+
+    async def _answer(self, batch: int, wait: float) -> AsyncIterator[Msg]:
+        """Send one pull request and yield its messages until it has ``batch`` or JetStream ends it."""
         request: dict[str, int | bool] = {"batch": batch}
         if wait > 0:
             request["expires"] = int(wait * 1e9)
@@ -525,29 +550,32 @@ class LanePuller(Puller):
             request["no_wait"] = True
         if not self.nc.is_connected:  # nats-py would buffer the request and send it after a reconnect
             await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)
-            return []
+            return
         try:
             await self.nc.publish(self.next_subject, json.dumps(request).encode(), reply=self.inbox)
         except (NatsError, OSError) as exc:
             log.warning("fetch_failed", consumer=self.durable, error=describe(exc))
             await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)
-            return []
-        received: list[Msg] = []
-        try:
-            # One timeout for the whole answer (not a wait_for, i.e. a task and a timer, per message).
-            async with asyncio.timeout(max(wait, 0.0) + self.ANSWER_GRACE_SECONDS):
-                while len(received) < batch:
+            return
+        received = 0
+        # One deadline for the whole answer; a timeout context per message (a timer, not a task
+        # as wait_for would make), so the time a caller spends between messages is not cut short.
+        deadline = asyncio.get_running_loop().time() + max(wait, 0.0) + self.ANSWER_GRACE_SECONDS
+        while received < batch:
+            try:
+                async with asyncio.timeout_at(deadline):
                     message = await self.arrivals.get()
-                    if JetStreamContext.is_status_msg(message):
-                        # 404 / 408 / 409: JetStream ended this request. 503 "no responders": nothing
-                        # serves the consumer any more (deleted?), so check it at the next empty pull.
-                        if message.header and message.header.get("Status") == "503":
-                            self._checked = 0.0
-                        break
-                    received.append(message)
-        except TimeoutError:
-            log.debug("pull_unanswered", consumer=self.durable, batch=batch)
-        return received
+            except TimeoutError:
+                log.debug("pull_unanswered", consumer=self.durable, batch=batch)
+                return
+            if JetStreamContext.is_status_msg(message):
+                # 404 / 408 / 409: JetStream ended this request. 503 "no responders": nothing
+                # serves the consumer any more (deleted?), so check it at the next empty pull.
+                if message.header and message.header.get("Status") == "503":
+                    self._checked = 0.0
+                return
+            received += 1
+            yield message
 
 
 async def consumer_backlog(js: JetStreamContext, priority: Priority = Priority.INTERACTIVE) -> tuple[int, int]:

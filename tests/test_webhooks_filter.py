@@ -162,3 +162,59 @@ async def test_a_job_without_callback_costs_the_deliverer_no_redis_read(make_set
     finally:
         await client.aclose()
     assert reads == [], f"{len(reads)} record reads for {JOBS} jobs without a callback"
+
+
+async def test_events_trickling_in_cost_the_deliverer_one_pull_request_per_batch(make_settings):
+    """The deliverer keeps one pull request open for all its free slots and handles each event as
+    it arrives, so events arriving one at a time share a request (nats-py's fetch sent one or two
+    requests per event). Counted on the request subject itself, bounded by the time the trickle
+    took: a request expires after FETCH_WAIT_SECONDS, so at most one per second of waiting."""
+    from worker.webhooks import FETCH_WAIT_SECONDS
+    settings = hook_settings(make_settings)
+    trickle = 10
+    async with running_api(settings) as api, running_worker(settings):
+        await webhooks_consumer(settings)
+        nc = await nats.connect(settings.nats_url)
+        requests = 0
+
+        async def counted(_message) -> None:
+            nonlocal requests
+            requests += 1
+        await nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{names.EVENTS_STREAM}.{names.WEBHOOKS_CONSUMER}", cb=counted)
+        await nc.flush()
+        try:
+            started = time.monotonic()
+            for count in range(1, trickle + 1):  # the next job only once the last event is settled
+                await wait_for_status(api, await submit(api))
+                await consumer_when(settings, settled(count))
+            elapsed = time.monotonic() - started
+            await nc.flush()
+        finally:
+            await nc.close()
+    assert requests <= 2 + elapsed / FETCH_WAIT_SECONDS, (requests, round(elapsed, 2))
+
+
+async def test_consume_hands_over_each_message_as_it_arrives(nats):
+    """LanePuller.consume: a request for 16 messages that waits up to 30 s yields the first one
+    as soon as it is stored, not when the batch is full or the request expires; a second message
+    comes through the same request."""
+    import nats as nats_client
+    from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+    nc = await nats_client.connect(f"nats://127.0.0.1:{nats.port}")
+    try:
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name="SCRATCH", subjects=["scratch.>"]))
+        await js.add_consumer("SCRATCH", ConsumerConfig(durable_name="reader", ack_policy=AckPolicy.EXPLICIT))
+        puller = await queue.LanePuller(js, "SCRATCH", "reader").start()
+        requests = await nc.subscribe("$JS.API.CONSUMER.MSG.NEXT.SCRATCH.reader")
+        messages = puller.consume(16, 30.0)
+        first = asyncio.ensure_future(anext(messages))
+        await requests.next_msg(timeout=10)  # the request is out
+        await js.publish("scratch.a", b"1")
+        assert (await asyncio.wait_for(first, 10)).data == b"1"
+        await js.publish("scratch.b", b"2")
+        assert (await asyncio.wait_for(anext(messages), 10)).data == b"2"
+        await messages.aclose()
+        assert requests.pending_msgs == 0  # no second request
+    finally:
+        await nc.close()

@@ -140,13 +140,15 @@ class WebhookDeliverer:
                                         limit=concurrency)
         tasks: set[asyncio.Task] = set()
         try:
-            puller = await queue.Puller(self.js, names.EVENTS_STREAM, names.WEBHOOKS_CONSUMER).start()
+            puller = await queue.LanePuller(self.js, names.EVENTS_STREAM, names.WEBHOOKS_CONSUMER).start()
             while not stop.is_set():
                 free = concurrency - len(tasks)
                 if free <= 0:
                     await asyncio.wait(tasks, timeout=FETCH_WAIT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                for message in await puller.fetch(free, FETCH_WAIT_SECONDS):
+                # One request for every free slot, each event handled as it arrives: a request per
+                # `free` events (or per FETCH_WAIT_SECONDS), not per event (issue 16's plumbing).
+                async for message in puller.consume(free, FETCH_WAIT_SECONDS):
                     task = asyncio.create_task(self.handle(message))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
