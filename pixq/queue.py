@@ -499,15 +499,7 @@ class LanePuller(Puller):
     async def pull(self, batch: int, wait: float = 0.0) -> list[Msg]:
         """Up to ``batch`` messages: with ``wait`` 0 only those waiting now, else waiting up to
         ``wait`` seconds for the first one (a request of ``batch`` 1 is then complete with it)."""
-        assert self.inbox, "call start() first"
-        messages = self._late(batch)
-        if len(messages) < batch:
-            messages += await self._request(batch - len(messages), wait)
-        if messages:
-            self._checked = time.monotonic()
-        elif time.monotonic() - self._checked >= self.CHECK_INTERVAL_SECONDS:
-            await self.check()
-        return messages
+        return [message async for message in self.consume(batch, wait)]
 
     def _late(self, batch: int) -> list[Msg]:
         """Messages already here from an earlier request given up on (late statuses dropped)."""
@@ -519,11 +511,11 @@ class LanePuller(Puller):
         return late
 
     async def consume(self, batch: int, wait: float) -> AsyncIterator[Msg]:
-        """Up to ``batch`` messages, each handed over as it arrives, from one pull request that
-        waits up to ``wait`` seconds (first any left by an earlier request given up on). For a
-        loop that handles messages one by one (the webhook deliverer): a request for all of its
-        free slots stays open while events trickle in, so it costs JetStream one request per
-        ``batch`` events, or per ``wait`` seconds, instead of one (nats-py's fetch: two) per event."""
+        """``pull``'s messages, each handed over as it arrives (first any left by an earlier
+        request given up on). For a loop that handles messages one by one (the webhook
+        deliverer): a request for all of its free slots stays open while events trickle in, so it
+        costs JetStream one request per ``batch`` events, or per ``wait`` seconds, instead of one
+        (nats-py's fetch: two) per event."""
         assert self.inbox, "call start() first"
         handed = 0
         for message in self._late(batch):
@@ -537,9 +529,6 @@ class LanePuller(Puller):
             self._checked = time.monotonic()
         elif time.monotonic() - self._checked >= self.CHECK_INTERVAL_SECONDS:
             await self.check()
-
-    async def _request(self, batch: int, wait: float) -> list[Msg]:
-        return [message async for message in self._answer(batch, wait)]
 
     async def _answer(self, batch: int, wait: float) -> AsyncIterator[Msg]:
         """Send one pull request and yield its messages until it has ``batch`` or JetStream ends it."""
