@@ -101,6 +101,7 @@ class FaultStack(Stack):
         env = {**self.env, "API_PORT": str(port), **extra_env}
         api = self._spawn_argv(f"api-{len(self.apis) + 1}", [str(BIN / "pixq-api")], env)
         url = f"http://127.0.0.1:{port}"
+        api.metrics_url = url  # the API serves /metrics on its own port
         wait_proc_http(api, f"{url}/health/ready")
         self.apis.append(api)
         if self.api is None:
@@ -205,7 +206,8 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
 
 
 async def metric(http: aiohttp.ClientSession, proc: Proc, name: str, labels: str = "") -> float | None:
-    """One sample of a worker's /metrics (``labels`` a substring of the label set); None if unreachable."""
+    """One sample of a process's /metrics (``labels`` a substring of the label set), summed over
+    its matching series; None if unreachable."""
     try:
         async with http.get(f"{proc.metrics_url}/metrics", timeout=aiohttp.ClientTimeout(total=2)) as response:
             text = await response.text()

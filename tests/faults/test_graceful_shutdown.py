@@ -114,10 +114,7 @@ async def test_api_sigterm_drains_an_upload_still_arriving(make_stack, http):
     await asyncio.wait_for(first_half_sent.wait(), 10)
 
     async def upload_in_flight():  # the API is handling it (the scrape counts itself too)
-        async with http.get(f"{api}/metrics") as response:
-            text = await response.text()
-        return any(line.startswith("pixq_api_requests_in_flight ") and float(line.split()[1]) >= 2
-                   for line in text.splitlines())
+        return (await metric(http, api_proc, "pixq_api_requests_in_flight") or 0) >= 2
     # Only then SIGTERM: a request the API has not begun by then is not one it owes an answer
     await wait_until(upload_in_flight, 10, "the API to be handling the upload")
     api_proc.signal(signal.SIGTERM)
