@@ -31,6 +31,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 PHASE = {"queued": 0, "processing": 1, "retrying": 2, "completed": 3, "failed": 3}
 TERMINAL = {"completed", "failed"}
+LONG_OUTAGES = os.environ.get("PIXQ_LONG_OUTAGES") == "1"
+"""``make test-outages``: the fault tests' issue-length variants instead of `make test`'s short ones."""
 
 # Job shapes, sized so a 2-core box runs the suite quickly (timings measured with VIPS_CONCURRENCY=1).
 SIZES = {"small": 320, "medium": 3000, "slow": 6000}

@@ -3,16 +3,14 @@ durable consumer is deleted under it), the pixq-worker process exits non-zero, s
 restarts it; the restarted worker recreates the consumer and processes jobs again."""
 
 import json
-import os
 
 import pytest
 
 from pixq import names
-from tests.faults.harness import JetStreamProbe, accepted, exited, wait_job, wait_until
+from tests.faults.harness import LONG_OUTAGES, JetStreamProbe, accepted, exited, wait_job, wait_until
 
-LONG = os.environ.get("PIXQ_LONG_OUTAGES") == "1"
-"""Each case waits ~15 s for the loop to confirm its consumer is gone (pixq.queue.Puller), so
-`make test` runs one consumer per kind of loop (job lanes, outbox); `make test-outages` all four."""
+# Each case waits ~15 s for the loop to confirm its consumer is gone (pixq.queue.Puller), so
+# `make test` runs one consumer per kind of loop (job lanes, outbox); `make test-outages` all four.
 ALL_LOOPS = [
     (names.JOBS_STREAM, names.WORKERS_CONSUMER, {"consumer", "gauges"}),
     (names.STATUS_STREAM, names.STATUS_CONSUMER, {"outbox_drainer"}),
@@ -21,7 +19,7 @@ ALL_LOOPS = [
 ]
 
 
-@pytest.mark.parametrize("stream, consumer, loops", ALL_LOOPS if LONG else ALL_LOOPS[:2])
+@pytest.mark.parametrize("stream, consumer, loops", ALL_LOOPS if LONG_OUTAGES else ALL_LOOPS[:2])
 async def test_worker_exits_non_zero_when_a_loop_loses_its_consumer(make_stack, http, nats, stream, consumer,
                                                                      loops):
     stack = make_stack()

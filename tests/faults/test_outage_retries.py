@@ -18,14 +18,14 @@ import uuid
 
 
 from pixq import names
-from tests.faults.harness import JetStreamProbe, StatusRecorder, accepted, get_json, metric, wait_until
+from tests.faults.harness import (LONG_OUTAGES, JetStreamProbe, StatusRecorder, accepted, get_json, metric,
+                                  wait_until)
 
-LONG = os.environ.get("PIXQ_LONG_OUTAGES") == "1"
 RETRIES = {"MAX_RETRIES": "3", "RETRY_BACKOFF": "1s,2s,4s", "ACK_WAIT": "3s", "OUTAGE_HOLD_MAX": "5m"}
 """The issue's retry settings: 4 deliveries and 7 s of backoff in all, shorter than every cut here."""
 JOBS = 30
-STORAGE_CUT = 60.0 if LONG else 8.0
-REDIS_STOP = 30.0 if LONG else 8.0
+STORAGE_CUT = 60.0 if LONG_OUTAGES else 8.0
+REDIS_STOP = 30.0 if LONG_OUTAGES else 8.0
 
 
 async def _not_ready(http, worker, dependency: str):
