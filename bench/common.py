@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pixq.devstack import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 WORK = BENCH / ".work"
@@ -36,12 +38,6 @@ def log(message: str) -> None:
 
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 2) if values else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:

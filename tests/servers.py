@@ -17,10 +17,43 @@ from pathlib import Path
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
+# Ports come from below Linux's ephemeral range (32768-60999), where no outgoing connection's
+# local port lands, and each pytest-xdist process walks its own slice of it. Binding to port 0
+# instead hands out an ephemeral port, which between the probe and the server's own bind another
+# process's outgoing connection (or the other xdist process's probe) may take: a CI run failed
+# on exactly that ("address already in use" for a worker's metrics port).
+_PORTS_LOW, _PORTS_HIGH = 12000, 32768
+
+
+def _port_slice() -> range:
+    """This process's ports: slice 0 without xdist (or for its controller), slice i+1 for gw<i>."""
+    processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")) + 1
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) + 1 if worker.startswith("gw") else 0
+    size = (_PORTS_HIGH - _PORTS_LOW) // processes
+    return range(_PORTS_LOW + index * size, _PORTS_LOW + (index + 1) * size)
+
+
+_next_port = iter(())
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port that binds now and that no other test process is handed; ports are not
+    reused until this process's slice wraps round."""
+    global _next_port
+    ports = _port_slice()
+    for _ in range(2 * len(ports)):
+        port = next(_next_port, None)
+        if port is None:
+            _next_port = iter(ports)
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {ports}")
 
 
 def wait_for_redis(port: int, timeout: float = 15.0) -> None:

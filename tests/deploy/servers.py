@@ -12,12 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def rewrite(text: str, replacements: dict[str, str]) -> str:
     for old, new in replacements.items():
         assert old in text, f"rendered config no longer contains {old!r}"

@@ -24,7 +24,9 @@ from pixq.jobs import Priority
 from pixq.settings import Settings
 
 from deploy_support import REPO, RENDERS, container, objects, one, pod_env, which
-from servers import free_port, rewrite, running
+from servers import rewrite, running
+
+from tests.servers import free_port
 
 SERVER_PATHS = {"store_dir: /data": "store_dir: {tmp}/js",
                 "pid_file: /var/run/nats/nats.pid": "pid_file: {tmp}/nats.pid"}

@@ -12,7 +12,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from deploy_support import container, expand, objects, one, pod_env, which
-from servers import free_port, rewrite, running
+from servers import rewrite, running
+
+from tests.servers import free_port
 
 
 @pytest.fixture
