@@ -18,7 +18,7 @@ from api.context import ApiContext
 from api.metrics import JOBS_SUBMITTED, QUOTA_REFUSALS
 from api.params import is_utf8
 from api.uploads import SubmitRequest
-from pixq import events, lifecycle, names, quotas, sources
+from pixq import events, intake, lifecycle, names, quotas, sources
 from pixq.errors import ErrorCode, PixqError, describe
 from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType, Priority
 from pixq.publish import PublishUnconfirmed
@@ -93,9 +93,12 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
     can never roll back the other request's job. ``known_size``: the ``storage_key`` object's
     size, when the caller has just read it."""
     spec, preset = presets.compile_spec(ctx, tenant, job_type, submit)
+    replay = _Replay(ctx, job_type, spec, preset, tenant, request_id, callback_url, batch_id, priority)
     if idempotency_key:
         existing = await ctx.deps.status.idempotent_job(tenant.name, idempotency_key)
         if existing:
+            if intake.may_be_unpublished(await ctx.deps.status.get(existing)):
+                await replay.resume(existing, await _resolve_input(ctx, submit, spec, tenant, existing, known_size))
             return Accepted(existing, replayed=True)
     job_id = job_id or str(uuid.uuid4())
     job_log = log.bind(job_id=job_id, request_id=request_id, tenant=tenant.name)
@@ -103,17 +106,8 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
     claimed = False
     created = False
     try:
-        source_url = None
-        if submit.upload is not None:
-            storage_key = uploaded_key = await _store_upload(ctx, submit, spec, tenant, job_id)
-        elif submit.upload_id is not None:
-            storage_key = await direct_uploads.claim(ctx, tenant, submit.upload_id, spec)
-        elif submit.source_url is not None:
-            storage_key, source_url = None, sources.check_source_url(submit.source_url, ctx.settings, tenant)
-        else:
-            assert submit.storage_key is not None
-            storage_key = submit.storage_key
-            await _validate_storage_key(ctx, tenant, storage_key, known_size)
+        job_input = await _resolve_input(ctx, submit, spec, tenant, job_id, known_size)
+        uploaded_key = job_input.storage_key if submit.upload is not None else None
         if idempotency_key:
             winner = await ctx.deps.status.claim_idempotency_key(tenant.name, idempotency_key, job_id,
                                                                  ctx.settings.idempotency_ttl)
@@ -129,7 +123,7 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
         # Stored before the job's message exists, so it precedes every worker's event.
         await events.publish_queued_event(ctx.deps.nc, ctx.deps.js, record)
         message = JobMessage(job_id=job_id, type=job_type, tenant=tenant.name, spec=spec,
-                             input=JobInput(storage_key=storage_key, url=source_url), callback_url=callback_url,
+                             input=job_input, callback_url=callback_url,
                              batch_id=batch_id, preset=preset, priority=priority,
                              metadata=JobMetadata(created_at=record["created_at"], request_id=request_id))
         try:
@@ -144,6 +138,8 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
             await ctx.deps.status.release_idempotency_key(tenant.name, idempotency_key, job_id)
         if uploaded_key:
             await ctx.deps.storage.delete(uploaded_key)
+        if isinstance(race, JobExists) and intake.may_be_unpublished(await ctx.deps.status.get(job_id)):
+            await replay.resume(job_id, job_input)  # same job id, so the same input
         return Accepted(race.job_id, replayed=True)
     except BaseException as exc:
         if created:
@@ -160,9 +156,58 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
             job_log.info("quota_exceeded", quota=exc.quota)
         raise
     JOBS_SUBMITTED.labels(job_type.value, tenant.name).inc()
-    job_log.info("job_accepted", type=job_type.value, priority=priority.value, storage_key=storage_key,
-                 source=sources.origin(source_url) if source_url else None)
+    job_log.info("job_accepted", type=job_type.value, priority=priority.value, storage_key=job_input.storage_key,
+                 source=sources.origin(job_input.url) if job_input.url else None)
     return Accepted(job_id, replayed=False)
+
+
+async def _resolve_input(ctx: ApiContext, submit: SubmitRequest, spec: PipelineSpec, tenant: Tenant, job_id: str,
+                         known_size: int | None) -> JobInput:
+    """Where the job reads its input, checked: an upload stored under ``job_id``, a claimed
+    direct upload, a source URL through the SSRF policy, or a storage_key that exists."""
+    if submit.upload is not None:
+        return JobInput(storage_key=await _store_upload(ctx, submit, spec, tenant, job_id))
+    if submit.upload_id is not None:
+        return JobInput(storage_key=await direct_uploads.claim(ctx, tenant, submit.upload_id, spec))
+    if submit.source_url is not None:
+        return JobInput(url=sources.check_source_url(submit.source_url, ctx.settings, tenant))
+    assert submit.storage_key is not None
+    await _validate_storage_key(ctx, tenant, submit.storage_key, known_size)
+    return JobInput(storage_key=submit.storage_key)
+
+
+@dataclass
+class _Replay:
+    """What a replayed submit needs to queue its job again (see ``resume``)."""
+
+    ctx: ApiContext
+    job_type: JobType
+    spec: PipelineSpec
+    preset: dict | None
+    tenant: Tenant
+    request_id: str
+    callback_url: str | None
+    batch_id: str | None
+    priority: Priority
+
+    async def resume(self, job_id: str, job_input: JobInput) -> None:
+        """Finish queueing a job an earlier request recorded and may never have published.
+
+        The API serving that request may have died after recording the job (and claiming its
+        Idempotency-Key) and before JetStream acknowledged the message: the record then stays
+        queued, with no message behind it, and without this every replay answered 202 for a
+        job no worker would run (an /img URL waited out IMG_WAIT on every request until the
+        status expired, 7 days). Only called while the job may be unpublished
+        (pixq.intake.may_be_unpublished); the publishes are idempotent (pixq.intake). Raises
+        PixqError (503) when NATS or Redis is down: the client retries, nothing is rolled
+        back, since the record belongs to the first request."""
+        ctx = self.ctx
+        await intake.enqueue(ctx.deps.nc, ctx.deps.js, ctx.deps.status, job_id=job_id, job_type=self.job_type,
+                             tenant=self.tenant.name, spec=self.spec, job_input=job_input,
+                             request_id=self.request_id, preset=self.preset,
+                             quota=quotas.quota_of(ctx.settings, self.tenant), callback_url=self.callback_url,
+                             batch_id=self.batch_id, priority=self.priority.value)
+        log.info("replay_queued_again", job_id=job_id, request_id=self.request_id, tenant=self.tenant.name)
 
 
 async def _leave_unconfirmed(ctx: ApiContext, job_id: str) -> bool:

@@ -28,7 +28,7 @@ from api.events_hub import Listener, StreamEnded, hub_of
 from api.middleware import REQUEST_ID, TENANT
 from api.submission import check_storage_key, accept_job
 from api.uploads import SubmitRequest
-from pixq import events, formats, imgcache, names, sources
+from pixq import events, formats, imgcache, intake, names, sources
 from pixq.engine import ENGINE_VERSION
 from pixq.errors import HTTP_STATUS, ErrorCode, PixqError
 from pixq.imgcache import Source
@@ -198,12 +198,15 @@ async def _make(ctx: ApiContext, request: web.Request, state: ImgState, spec: Pi
     hub = hub_of(request)
     async with hub.listen(("job", job_id)) as listener:  # before the submit: its events cannot be missed
         record = await ctx.deps.status.get(job_id)
-        if record is None:
+        if intake.may_be_unpublished(record):
+            # A miss; or a job recorded and not yet begun, which the request that recorded it
+            # may have died before publishing: accept_job then queues it again (idempotently).
             submit = SubmitRequest(parameters=spec.model_dump(mode="json", exclude_none=True),
                                    storage_key=source.storage_key, source_url=source.url)
             await accept_job(ctx, JobType.PIPELINE, submit, tenant, request[REQUEST_ID], None, job_id=job_id,
                              exclusive=True, known_size=size)
-            log.info("img_miss_submitted", job_id=job_id, cache_key=key, source=_logged(source))
+            log.info("img_miss_submitted", job_id=job_id, cache_key=key, source=_logged(source),
+                     recorded_before=record is not None)
         if record is None or record.get("status") not in _TERMINAL:
             # The terminal event carries the job's document (status, outputs, error): no read
             # of the status store after it. Only a wait that ended without one reads it.
