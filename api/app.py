@@ -1,6 +1,7 @@
 """The app factory: tenants are loaded at once (a bad TENANTS_FILE stops the process);
 dependencies are opened on startup and closed on cleanup."""
 
+import asyncio
 import ipaddress
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,7 @@ from api.metrics import seed_series
 from api.middleware import IN_FLIGHT, InFlight, authenticate, observe
 from api.ratelimit import add_headers, limit_by_ip, limit_by_tenant, rate_limiter
 from api.routes import setup_routes
+from pixq import pending_inputs
 from pixq.deps import Dependencies
 from pixq.limits import Limits
 from pixq.jobs import JobType
@@ -68,7 +70,14 @@ def create_app(settings: Settings) -> web.Application:
         app[EVENTS_HUB] = hub
         log.info("api_started", host=settings.api_host, port=settings.api_port,
                  storage=settings.storage_type, tenants=len(tenants.tenants))
+        # Inputs of submits that never finished (an API killed mid-submit): pixq.pending_inputs.
+        stop_sweeper = asyncio.Event()
+        sweeper = asyncio.create_task(pending_inputs.run_sweeper(
+            deps.status, deps.storage, settings.pending_input_grace, settings.pending_input_sweep_interval,
+            stop_sweeper), name="pixq-pending-input-sweeper")
         yield
+        stop_sweeper.set()
+        await sweeper
         await hub.stop()
         await deps.close()
 

@@ -18,7 +18,7 @@ from api.context import ApiContext
 from api.metrics import JOBS_SUBMITTED, QUOTA_REFUSALS
 from api.params import is_utf8
 from api.uploads import SubmitRequest
-from pixq import events, intake, lifecycle, names, quotas, sources
+from pixq import events, intake, lifecycle, names, pending_inputs, quotas, sources
 from pixq.errors import ErrorCode, PixqError, describe
 from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType, Priority
 from pixq.publish import PublishUnconfirmed
@@ -77,7 +77,12 @@ async def _store_upload(ctx: ApiContext, submit: SubmitRequest, spec: PipelineSp
     info = await asyncio.to_thread(sniff, submit.upload, ctx.limits)
     check_spec_fits(spec, info)
     key = names.input_object_key(tenant.name, job_id)
-    await ctx.deps.storage.put_file(key, submit.upload, submit.content_type)
+    await pending_inputs.mark(ctx.deps.status.client, key)  # swept if this process dies before unmark
+    try:
+        await ctx.deps.storage.put_file(key, submit.upload, submit.content_type)
+    except BaseException:
+        await pending_inputs.unmark(ctx.deps.status.client, key)
+        raise
     return key
 
 
@@ -98,7 +103,10 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
         existing = await ctx.deps.status.idempotent_job(tenant.name, idempotency_key)
         if existing:
             if intake.may_be_unpublished(await ctx.deps.status.get(existing)):
-                await replay.resume(existing, await _resolve_input(ctx, submit, spec, tenant, existing, known_size))
+                job_input = await _resolve_input(ctx, submit, spec, tenant, existing, known_size)
+                await replay.resume(existing, job_input)
+                if submit.upload is not None:
+                    await pending_inputs.unmark(ctx.deps.status.client, job_input.storage_key)  # its job exists
             return Accepted(existing, replayed=True)
     job_id = job_id or str(uuid.uuid4())
     job_log = log.bind(job_id=job_id, request_id=request_id, tenant=tenant.name)
@@ -138,6 +146,7 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
             await ctx.deps.status.release_idempotency_key(tenant.name, idempotency_key, job_id)
         if uploaded_key:
             await ctx.deps.storage.delete(uploaded_key)
+            await pending_inputs.unmark(ctx.deps.status.client, uploaded_key)
         if isinstance(race, JobExists) and intake.may_be_unpublished(await ctx.deps.status.get(job_id)):
             await replay.resume(job_id, job_input)  # same job id, so the same input
         return Accepted(race.job_id, replayed=True)
@@ -149,12 +158,15 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
             await ctx.deps.status.release_idempotency_key(tenant.name, idempotency_key, job_id)
         if uploaded_key:
             await ctx.deps.storage.delete(uploaded_key)
+            await pending_inputs.unmark(ctx.deps.status.client, uploaded_key)
         if isinstance(exc, PixqError) and exc.http_status >= 500:
             job_log.warning("submit_rolled_back", error_code=exc.code.value, error=exc.message)
         if isinstance(exc, quotas.QuotaExceeded):
             QUOTA_REFUSALS.labels(tenant.name, exc.quota).inc()
             job_log.info("quota_exceeded", quota=exc.quota)
         raise
+    if uploaded_key:
+        await pending_inputs.unmark(ctx.deps.status.client, uploaded_key)  # its job exists now
     JOBS_SUBMITTED.labels(job_type.value, tenant.name).inc()
     job_log.info("job_accepted", type=job_type.value, priority=priority.value, storage_key=job_input.storage_key,
                  source=sources.origin(job_input.url) if job_input.url else None)

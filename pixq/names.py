@@ -225,6 +225,9 @@ def idempotency_key(tenant: str, client_key: str) -> str:
     return f"{KEY_PREFIX}:idem:{_tenant(tenant)}:{digest}"
 
 
+PENDING_INPUTS_KEY = f"{KEY_PREFIX}:pending-inputs"
+"""Sorted set of uploaded inputs whose submit has not finished (member: the storage key, score:
+when it was stored): what a killed API leaves behind is found here and swept (pixq.pending_inputs)."""
 IDEMPOTENCY_KEY_PATTERN = f"{KEY_PREFIX}:idem:*"
 """SCAN pattern matching every idempotency key (operations and tests)."""
 

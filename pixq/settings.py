@@ -184,6 +184,9 @@ class Settings(BaseSettings):
     upload_ttl: Duration = 3600.0
     upload_retention: Duration = 86400.0
     upload_sweep_interval: Duration = 600.0
+    pending_input_grace: Duration = 600.0
+    """An upload whose submit is still unfinished after this long is its API's leftover (pixq.pending_inputs)."""
+    pending_input_sweep_interval: Duration = 60.0
     source_allowed_hosts: str = ""
     source_allow_http: bool = False
     source_timeout: Duration = 30.0

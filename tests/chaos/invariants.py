@@ -14,25 +14,31 @@
    /api/v1/jobs/{id} answers 200 for the id in ``inputs/<tenant>/<id>``). An object with no job
    is an orphan; one whose LastModified lies within KILL_WINDOW before an API SIGKILL is counted
    apart as a killed API's leftover (the API died between storing the input and its status
-   record or publish, where its rollback never ran; nothing sweeps ``inputs/``, so it would stay
-   forever), and fails the invariant all the same: the run reports it, it does not hide it.
+   record or publish, where its rollback never ran), and fails the invariant all the same: the
+   run reports it, it does not hide it. Such leftovers are swept by the surviving APIs
+   (pixq.pending_inputs, PENDING_INPUT_GRACE 30 s here): the check first waits for the set of
+   pending inputs to empty.
    A killed upload still streaming leaves only a temp file in that API's TMPDIR (counted).
 5. no_500: no request got a 5xx other than 503 (an outage is a 503, never a 500).
 """
 
 import asyncio
 import datetime
+import time
 import json
 from dataclasses import dataclass, field
 
 import aiohttp
 import nats
+import redis.asyncio as aioredis
 from nats.errors import TimeoutError as NatsTimeout
+from redis.exceptions import RedisError
 
 from pixq import names
 
 from tests.chaos.load import PHASE, TERMINAL, StatusLog, Submit
 from tests.chaos.stack import ChaosStack
+from tests.redis_sentinel import DATA_PASSWORD
 
 KILL_WINDOW = 5.0
 
@@ -122,10 +128,33 @@ def dlq_only_bad(log: StatusLog, dead: list[dict]) -> Verdict:
                    f"{failed} failed ({len(bad_jobs)} bad inputs sent), {len(dead)} DLQ entries", details[:50])
 
 
+PENDING_SWEEP_SECONDS = 60.0
+"""How long the orphan check waits for the APIs to sweep pending inputs (grace 30 s + rounds)."""
+
+
+async def _pending_inputs_swept(stack: ChaosStack) -> None:
+    """Wait (bounded) until no submit's input is pending: the live ones finished, a killed API's
+    were swept. Returns either way; what is left shows in the check below."""
+    deadline = time.monotonic() + PENDING_SWEEP_SECONDS
+    while time.monotonic() < deadline:
+        port = await stack.redis.master_port()
+        if port is not None:
+            client = aioredis.Redis(port=port, **stack.redis.client_options(DATA_PASSWORD))
+            try:
+                if await client.zcard(names.PENDING_INPUTS_KEY) == 0:
+                    return
+            except (RedisError, OSError):
+                pass
+            finally:
+                await client.aclose()
+        await asyncio.sleep(0.5)
+
+
 async def no_orphans(stack: ChaosStack, http: aiohttp.ClientSession, api_url: str,
                      kills: list[float], t0_wall: float, t0_mono: float) -> Verdict:
     """``kills``: the monotonic time of each API SIGKILL. S3's LastModified has whole seconds,
     hence the second of slack after a kill."""
+    await _pending_inputs_swept(stack)
     client = stack.s3
     objects = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix="inputs/"):

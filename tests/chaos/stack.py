@@ -29,8 +29,11 @@ ACCESS_KEY = SECRET_KEY = "testing"
 
 PROCESS_ENV = {"ACK_WAIT": "3s", "MAX_RETRIES": "3", "RETRY_BACKOFF": "1s,2s,4s", "JOB_TIMEOUT": "30s",
                "WORKER_SHUTDOWN_GRACE": "10s", "WORKER_CONCURRENCY": "2", "VIPS_CONCURRENCY": "1",
-               "LOG_LEVEL": "info"}
+               "LOG_LEVEL": "info", "PENDING_INPUT_GRACE": "30s", "PENDING_INPUT_SWEEP_INTERVAL": "1s"}
 """The issue's retry policy (MAX_RETRIES=3, RETRY_BACKOFF=1s,2s,4s): an outage must not spend it.
+PENDING_INPUT_GRACE=30s (longer than any storage cut, so no live submit's upload is swept; the
+default is 10 min): a killed API's leftover input is swept before the orphan check, which waits
+for the pending set to empty.
 REDIS_WAIT_REPLICAS=1 (set in ``start``): the replica confirms every status write, so a master
 SIGKILLed with a write not yet replicated cannot take it along (the worker's outbox re-applies
 it on the new master); with one replica that means writes wait for the old master to re-attach."""

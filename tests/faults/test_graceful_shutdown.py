@@ -59,15 +59,19 @@ async def test_worker_sigterm_finishes_in_flight_then_hands_back_the_rest(make_s
 
 
 async def test_api_sigterm_drains_a_request_in_progress(make_stack, http, redis_proc, tmp_path):
-    """The request has arrived and its handler is mid-way (input stored, Redis write pending,
-    Redis frozen with SIGSTOP to hold it there) when SIGTERM lands: it still gets its 202."""
+    """The request has arrived and its handler is mid-way (its upload received, its first Redis
+    write, the input's pending mark, held by Redis frozen with SIGSTOP) when SIGTERM lands: it
+    still gets its 202."""
     stack = make_stack()
     api_proc, api = stack.spawn_api(API_SHUTDOWN_GRACE="20s")
     stack.spawn_worker()
-    request = asyncio.create_task(submit(http, api, "small"))
     redis_proc.process.send_signal(signal.SIGSTOP)
+    request = asyncio.create_task(submit(http, api, "small"))
     try:
-        await wait_until(lambda: asyncio.sleep(0, input_files(tmp_path)), 10, "the upload to be stored")
+        async def in_handler():  # the API is handling it (the scrape counts itself too)
+            return (await metric(http, api_proc, "pixq_api_requests_in_flight") or 0) >= 2
+        await wait_until(in_handler, 10, "the API to be handling the submit")
+        assert not input_files(tmp_path)  # held before its input is stored
         api_proc.signal(signal.SIGTERM)
 
         async def listener_closed():  # shutdown has begun: no new connections accepted
