@@ -27,6 +27,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
@@ -158,6 +159,13 @@ def nats_connect_options(settings: Settings, tls_in_use: Callable[[], bool] | No
 # --- Redis -------------------------------------------------------------------------------
 
 
+NO_MAINT_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
+"""redis-py 8 turns "maintenance notifications" (a Redis Enterprise / Cloud feature) on in
+"auto" mode, and while they are on its pool skips the check that a pooled connection is still
+open (ConnectionPool.ensure_connection): after a Redis restart every idle pooled connection
+failed its next command ("Connection closed by server"), a 503 for a request while Redis was
+up again. Off, a connection the server closed is reopened before use."""
+
 REDIS_MAX_CONNECTIONS = 100
 """Redis connections per process. A request beyond them waits for one (BlockingConnectionPool)
 rather than failing at once: redis-py's plain pool raises "Too many connections", which a
@@ -187,7 +195,8 @@ def redis_client(settings: Settings) -> redis.Redis:
     if settings.redis_sentinels:
         return sentinel_master_client(settings, options)
     pool = QuickBlockingPool.from_url(settings.redis_url, max_connections=REDIS_MAX_CONNECTIONS,
-                                      timeout=REDIS_POOL_WAIT_SECONDS, **options)
+                                      timeout=REDIS_POOL_WAIT_SECONDS, maint_notifications_config=NO_MAINT_NOTIFICATIONS,
+                                      **options)
     return redis.Redis(connection_pool=pool)
 
 
@@ -320,6 +329,7 @@ def sentinel_master_client(settings: Settings, options: dict[str, Any]) -> redis
     return sentinel.master_for(settings.redis_sentinel_master, redis_class=SentinelMasterClient,
                                connection_pool_class=BlockingSentinelPool, ssl=tls,
                                max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_POOL_WAIT_SECONDS,
+                               maint_notifications_config=NO_MAINT_NOTIFICATIONS,
                                **{**options, **from_url})  # the URL's options win, as in from_url
 
 
