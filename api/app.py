@@ -16,8 +16,10 @@ from api.metrics import seed_series
 from api.middleware import IN_FLIGHT, InFlight, authenticate, observe
 from api.ratelimit import add_headers, limit_by_ip, limit_by_tenant, rate_limiter
 from api.routes import setup_routes
-from pixq import pending_inputs
+from api.submission import requeue_unpublished
+from pixq import housekeeping, pending_inputs
 from pixq.deps import Dependencies
+from pixq.errors import PixqError
 from pixq.limits import Limits
 from pixq.jobs import JobType
 from pixq.settings import Settings, fail_config
@@ -70,14 +72,20 @@ def create_app(settings: Settings) -> web.Application:
         app[EVENTS_HUB] = hub
         log.info("api_started", host=settings.api_host, port=settings.api_port,
                  storage=settings.storage_type, tenants=len(tenants.tenants))
-        # Inputs of submits that never finished (an API killed mid-submit): pixq.pending_inputs.
-        stop_sweeper = asyncio.Event()
-        sweeper = asyncio.create_task(pending_inputs.run_sweeper(
-            deps.status, deps.storage, settings.pending_input_grace, settings.pending_input_sweep_interval,
-            stop_sweeper), name="pixq-pending-input-sweeper")
+        # What an API killed mid-submit leaves: inputs of submits that never finished
+        # (pixq.pending_inputs), jobs recorded and maybe never published (pixq.intake).
+        stop_chores = asyncio.Event()
+        chores = [
+            asyncio.create_task(pending_inputs.run_sweeper(
+                deps.status, deps.storage, settings.pending_input_grace, settings.pending_input_sweep_interval,
+                stop_chores), name="pixq-pending-input-sweeper"),
+            asyncio.create_task(housekeeping.every(
+                settings.requeue_check_interval, stop_chores, lambda: requeue_unpublished(app[CONTEXT]),
+                "requeue_check", (PixqError,)), name="pixq-requeue-check"),
+        ]
         yield
-        stop_sweeper.set()
-        await sweeper
+        stop_chores.set()
+        await asyncio.gather(*chores)
         await hub.stop()
         await deps.close()
 

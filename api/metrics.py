@@ -22,6 +22,9 @@ REQUESTS_IN_FLIGHT = Gauge(
     "pixq_api_requests_in_flight", "HTTP requests being handled now (a scrape counts itself); what a SIGTERM "
     "waits for, up to API_SHUTDOWN_GRACE")
 JOBS_SUBMITTED = Counter("pixq_jobs_submitted_total", "Jobs accepted (202) by the API", ["type", "tenant"])
+UNPUBLISHED_JOBS_PUBLISHED = Counter(
+    "pixq_api_unpublished_jobs_published_total", "Jobs recorded but found missing from PIXQ_JOBS after "
+    "REQUEUE_CHECK_AFTER (their API died before publishing them), published by this API")
 QUOTA_REFUSALS = Counter("pixq_quota_refusals_total",
                          "Submits refused with QUOTA_EXCEEDED (429), by tenant and quota (jobs_in_flight, megapixels)",
                          ["tenant", "quota"])

@@ -15,12 +15,12 @@ from nats.errors import Error as NatsError
 
 from api import direct_uploads, presets
 from api.context import ApiContext
-from api.metrics import JOBS_SUBMITTED, QUOTA_REFUSALS
+from api.metrics import JOBS_SUBMITTED, QUOTA_REFUSALS, UNPUBLISHED_JOBS_PUBLISHED
 from api.params import is_utf8
 from api.uploads import SubmitRequest
 from pixq import events, intake, lifecycle, names, pending_inputs, quotas, sources
 from pixq.errors import ErrorCode, PixqError, describe
-from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType, Priority
+from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType, Priority, utc_now
 from pixq.publish import PublishUnconfirmed
 from pixq.queue import publish_job
 from pixq.status import JobExists
@@ -122,20 +122,25 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
             if winner:
                 raise _LostRace(winner)
             claimed = True
+        created_at = utc_now()
+        message = JobMessage(job_id=job_id, type=job_type, tenant=tenant.name, spec=spec,
+                             input=job_input, callback_url=callback_url,
+                             batch_id=batch_id, preset=preset, priority=priority,
+                             metadata=JobMetadata(created_at=created_at, request_id=request_id))
+        data = message.model_dump_json().encode()
+        # The message is kept with the record until a worker has it: if this process dies
+        # before publishing it, another API does (pixq.intake.requeue_unpublished).
         record = await ctx.deps.status.create(job_id, job_type.value, tenant.name, request_id,
                                               quota=quotas.quota_of(ctx.settings, tenant),
                                               callback_url=callback_url, batch_id=batch_id,
                                               preset=json.dumps(preset) if preset else None,
-                                              priority=priority.value, exclusive=exclusive)
+                                              priority=priority.value, exclusive=exclusive,
+                                              message=data, created_at=created_at)
         created = True
         # Stored before the job's message exists, so it precedes every worker's event.
         await events.publish_queued_event(ctx.deps.nc, ctx.deps.js, record)
-        message = JobMessage(job_id=job_id, type=job_type, tenant=tenant.name, spec=spec,
-                             input=job_input, callback_url=callback_url,
-                             batch_id=batch_id, preset=preset, priority=priority,
-                             metadata=JobMetadata(created_at=record["created_at"], request_id=request_id))
         try:
-            await publish_job(ctx.deps.js, message)
+            await publish_job(ctx.deps.js, message, data)
         except PublishUnconfirmed:
             if await _leave_unconfirmed(ctx, job_id):
                 created = False  # keep that terminal status: it is what stops a late message
@@ -171,6 +176,13 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
     job_log.info("job_accepted", type=job_type.value, priority=priority.value, storage_key=job_input.storage_key,
                  source=sources.origin(job_input.url) if job_input.url else None)
     return Accepted(job_id, replayed=False)
+
+
+async def requeue_unpublished(ctx: ApiContext) -> None:
+    """One round of pixq.intake.requeue_unpublished, counted (a housekeeping chore of every API)."""
+    round_ = await intake.requeue_unpublished(ctx.deps.nc, ctx.deps.js, ctx.deps.status,
+                                              ctx.settings.requeue_check_after)
+    UNPUBLISHED_JOBS_PUBLISHED.inc(round_.published)
 
 
 async def _resolve_input(ctx: ApiContext, submit: SubmitRequest, spec: PipelineSpec, tenant: Tenant, job_id: str,

@@ -1,12 +1,18 @@
 """Queueing a job again until it is surely queued: status → queued event → publish.
 
-The same order as api.submission.accept_job, without its rollbacks. Two callers:
+The same order as api.submission.accept_job, without its rollbacks. Three callers:
 
 * bucket events (worker.ingest), which have no client to answer: instead of undoing a
   half-created job they simply run ``enqueue`` again with the same job id;
 * a replayed submit (an Idempotency-Key seen before, or /img's content-derived job id): the
   API that served the first request may have died after recording the job and before
-  publishing it, leaving a record queued with no message behind it (api.submission).
+  publishing it, leaving a record queued with no message behind it (api.submission);
+* every API, every REQUEUE_CHECK_INTERVAL, for the jobs nobody replays
+  (``requeue_unpublished``): the API keeps each job's message in Redis from its status record
+  until a worker writes the job's status (pixq.status), and publishes again those still
+  waiting after REQUEUE_CHECK_AFTER. JetStream's duplicate window (2 min) drops the publish
+  when the first one landed, and says so (``PubAck.duplicate``): the round both checks and
+  repairs. Hand-rolled: it is pixq's own submit protocol.
 
 Every step is idempotent for one job id: the status store keeps the first record (same
 generation, attempt and phase), the queued event and the job message carry fixed
@@ -14,17 +20,24 @@ Nats-Msg-Ids, and a job a worker has begun, or that is terminal, is not publishe
 """
 
 import json
+import time
+from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from redis.exceptions import RedisError
 
-from pixq import events
+from pixq import events, names
+from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType, Priority
 from pixq.queue import publish_job
 from pixq.quotas import TenantQuota
 from pixq.spec import PipelineSpec
 from pixq.status import StatusStore
+
+log = structlog.get_logger("pixq.intake")
 
 
 def may_be_unpublished(record: dict[str, Any] | None) -> bool:
@@ -64,3 +77,57 @@ async def enqueue(nc: NATS, js: JetStreamContext, status: StatusStore, *, job_id
                                               request_id=record.get("request_id") or request_id))
     await publish_job(js, message)
     return record
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """One ``requeue_unpublished`` round: jobs looked at, and those of them that were missing
+    from PIXQ_JOBS (published now)."""
+
+    checked: int
+    published: int
+
+
+REQUEUE_BATCH = 100
+"""Jobs looked at per round (the next round takes the rest)."""
+
+
+async def requeue_unpublished(nc: NATS, js: JetStreamContext, status: StatusStore, older_than: float,
+                              now: float | None = None) -> Requeued:
+    """Publish again every job recorded more than ``older_than`` seconds ago that no worker has
+    begun, with the message its API kept; then forget the message (the job is surely queued).
+
+    ``older_than`` must exceed the longest a live API spends publishing (15 s: pixq.publish),
+    so that the first request has published, marked the job failed, or rolled it back. A job
+    recorded longer ago than the duplicate window (no round ran for 2 min: every API down, or
+    Redis) gets a second message if its first is still queued: a worker skips it once the job
+    is finished, or two run it at once and write the same outputs. Raises PixqError when Redis
+    or NATS is down (the round is tried again later)."""
+    client = status.client
+    cutoff = int(((time.time() if now is None else now) - older_than) * 1000)
+    try:
+        job_ids = await client.zrangebyscore(names.UNPUBLISHED_KEY, "-inf", cutoff, start=0, num=REQUEUE_BATCH)
+    except (RedisError, OSError) as exc:
+        raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+    published = 0
+    for job_id in job_ids:
+        record = await status.get(job_id)
+        try:
+            data = await client.get(names.unpublished_message_key(job_id))
+        except (RedisError, OSError) as exc:
+            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+        if record is not None and data is not None and may_be_unpublished(record):
+            await events.publish_queued_event(nc, js, record)  # first: it precedes every worker's event
+            ack = await publish_job(js, JobMessage.model_validate_json(data), data.encode())
+            if not ack.duplicate:
+                published += 1
+                log.warning("unpublished_job_published", job_id=job_id, tenant=record.get("tenant"),
+                            request_id=record.get("request_id"), recorded_at=record.get("created_at"))
+        try:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.zrem(names.UNPUBLISHED_KEY, job_id)
+                pipe.delete(names.unpublished_message_key(job_id))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+    return Requeued(len(job_ids), published)

@@ -228,6 +228,17 @@ def idempotency_key(tenant: str, client_key: str) -> str:
 PENDING_INPUTS_KEY = f"{KEY_PREFIX}:pending-inputs"
 """Sorted set of uploaded inputs whose submit has not finished (member: the storage key, score:
 when it was stored): what a killed API leaves behind is found here and swept (pixq.pending_inputs)."""
+UNPUBLISHED_KEY = f"{KEY_PREFIX}:unpublished"
+"""Sorted set of jobs recorded by the API whose message no worker has begun yet (member: job
+id, score: ms when recorded), each with its message in ``unpublished_message_key``: a job whose
+API died before publishing it is found here and published (pixq.intake.requeue_unpublished)."""
+
+
+def unpublished_message_key(job_id: str) -> str:
+    """String holding the JSON message of a job in UNPUBLISHED_KEY."""
+    return f"{UNPUBLISHED_KEY}:{job_id}"
+
+
 IDEMPOTENCY_KEY_PATTERN = f"{KEY_PREFIX}:idem:*"
 """SCAN pattern matching every idempotency key (operations and tests)."""
 

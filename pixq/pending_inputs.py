@@ -21,7 +21,7 @@ import redis.asyncio as redis
 import structlog
 from redis.exceptions import RedisError
 
-from pixq import names
+from pixq import housekeeping, names
 from pixq.errors import ErrorCode, PixqError
 from pixq.status import StatusStore
 from pixq.storage import Storage
@@ -69,14 +69,7 @@ async def sweep(status: StatusStore, storage: Storage, grace: float, now: float 
 
 async def run_sweeper(status: StatusStore, storage: Storage, grace: float, interval: float,
                       stop: asyncio.Event) -> None:
-    """Sweep every ``interval`` seconds until ``stop``. An outage is logged and tried again next
-    time: housekeeping never stops the process."""
-    while not stop.is_set():
-        try:
-            await sweep(status, storage, grace)
-        except (PixqError, RedisError, OSError) as exc:
-            log.warning("pending_input_sweep_failed", error=str(exc))
-        try:
-            await asyncio.wait_for(stop.wait(), interval)
-        except asyncio.TimeoutError:
-            pass
+    """Sweep every ``interval`` seconds until ``stop`` (pixq.housekeeping); an outage is logged
+    and tried again next time."""
+    await housekeeping.every(interval, stop, lambda: sweep(status, storage, grace), "pending_input_sweep",
+                             (PixqError, RedisError, OSError))

@@ -355,11 +355,12 @@ def message_id(job_id: str, generation: int) -> str:
     return f"{job_id}:{generation}"
 
 
-async def publish_job(js: JetStreamContext, message: JobMessage) -> PubAck:
-    """Publish a job's message and wait for JetStream's ack, resolving a lost one
-    (pixq.publish.publish_confirmed: an ack, QUEUE_UNAVAILABLE, or PublishUnconfirmed)."""
+async def publish_job(js: JetStreamContext, message: JobMessage, data: bytes | None = None) -> PubAck:
+    """Publish a job's message (``data``: its JSON when the caller has it already) and wait for
+    JetStream's ack, resolving a lost one (pixq.publish.publish_confirmed: an ack,
+    QUEUE_UNAVAILABLE, or PublishUnconfirmed)."""
     return await publish_confirmed(js, names.job_subject(message.type.value, message.priority.value),
-                                   message.model_dump_json().encode(),
+                                   data if data is not None else message.model_dump_json().encode(),
                                    message_id(message.job_id, message.metadata.generation), names.JOBS_STREAM,
                                    job_id=message.job_id)
 

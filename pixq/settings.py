@@ -47,6 +47,9 @@ def parse_api_keys(value: str | dict | None) -> dict[str, str]:
 ApiKeys = Annotated[dict[str, str], NoDecode, BeforeValidator(parse_api_keys)]
 
 RATE_LIMIT_OFF = "off"
+REQUEUE_CHECK_AFTER_MIN = 16.0
+"""REQUEUE_CHECK_AFTER's floor: above the longest a live API spends publishing one job
+(pixq.publish: a 5 s first publish, then 10 s of re-sends), so a requeue never races it."""
 
 
 def parse_rate_limit(value: str) -> list[RateLimitItem]:
@@ -187,6 +190,10 @@ class Settings(BaseSettings):
     pending_input_grace: Duration = 600.0
     """An upload whose submit is still unfinished after this long is its API's leftover (pixq.pending_inputs)."""
     pending_input_sweep_interval: Duration = 60.0
+    requeue_check_after: Duration = 30.0
+    """A job recorded this long ago that no worker has begun is published again from the message
+    its API kept (pixq.intake.requeue_unpublished): its API may have died before publishing it."""
+    requeue_check_interval: Duration = 10.0
     source_allowed_hosts: str = ""
     source_allow_http: bool = False
     source_timeout: Duration = 30.0
@@ -271,6 +278,14 @@ class Settings(BaseSettings):
     def _rate_limit(cls, value: str) -> str:
         parse_rate_limit(value)  # ValueError says what is wrong
         return value.strip()
+
+    @field_validator("requeue_check_after")
+    @classmethod
+    def _requeue_check_after(cls, value: float) -> float:
+        if value < REQUEUE_CHECK_AFTER_MIN:
+            raise ValueError(f"must be at least {REQUEUE_CHECK_AFTER_MIN:g}s, longer than an API spends publishing "
+                             "a job (its first publish and the re-sends that resolve a lost ack)")
+        return value
 
     @field_validator("rate_limit_timeout")
     @classmethod

@@ -57,7 +57,9 @@ end
 # megapixel budget usage (this month's key) and budget; on a completion: usage, megapixels,
 # usage_ttl; on create, history, score, trim_below (pixq.history.entry: the job's history
 # entries, written with its status). A reserved job (a batch item: _RESERVE admitted it) is
-# not checked again.
+# not checked again. On the API's create, unpublished, message_key and message: the job joins
+# the unpublished set with its message (pixq.intake.requeue_unpublished); on a worker's write
+# (attempt > 0), unpublished and message_key: the job leaves it, since a worker has its message.
 # Returns the stored hash (HGETALL) if applied, {0, stored hash} if the stored status is ahead or
 # terminal in this generation (a worker's duplicate check rides on its processing write: no
 # separate read): the applied record is what the job's event announces (pixq.events);
@@ -86,6 +88,15 @@ redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'attempts', ARGV[2], 'phase',
            unpack(ARGV, 6))
 local ttl = tonumber(ARGV[4])
 if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+if o.unpublished then
+  if a == 0 then
+    redis.call('SET', o.message_key, o.message)
+    if ttl > 0 then redis.call('EXPIRE', o.message_key, ttl) end
+    redis.call('ZADD', o.unpublished, o.now, o.job_id)
+  elseif redis.call('ZREM', o.unpublished, o.job_id) == 1 then
+    redis.call('DEL', o.message_key)
+  end
+end
 local tenant = redis.call('HGET', KEYS[1], 'tenant')
 if tenant then
   local in_flight = o.in_flight_prefix .. tenant
@@ -205,21 +216,26 @@ class StatusStore:
             return False
 
     async def create(self, job_id: str, job_type: str, tenant: str, request_id: str, generation: int = 0,
-                     quota: TenantQuota | None = None, exclusive: bool = False, **extra: Any) -> dict:
+                     quota: TenantQuota | None = None, exclusive: bool = False, message: bytes | None = None,
+                     created_at: str | None = None, **extra: Any) -> dict:
         """Record a new job as queued (attempt 0), owned by ``tenant``; ``extra`` holds optional
         fields (``callback_url``, ``batch_id``). Returns the stored record.
+
+        ``message``: the job's message (made with ``created_at``, the record's time), kept
+        until a worker writes the job's status, so that a job whose API dies before publishing
+        it is published by another (pixq.intake.requeue_unpublished).
 
         With a ``quota``, raises QuotaExceeded (nothing written) when the tenant already has
         its cap of jobs in flight or has used its month's megapixels, checked in the same
         script that writes the status; a job reserved by ``reserve_in_flight`` (a batch item)
         is counted already. ``exclusive``: raise JobExists when a status for ``job_id`` is
         stored already (a job id derived from content, as /img's: another request made it)."""
-        now = utc_now()
+        now = created_at or utc_now()
         record = {"job_id": job_id, "type": job_type, "tenant": tenant, "status": JobStatus.QUEUED.value,
                   "created_at": now, "updated_at": now, "request_id": request_id,
                   **{key: value for key, value in extra.items() if value}}
         applied, stored = await self._write(job_id, generation, 0, JobStatus.QUEUED, record, quota,
-                                            history.entry(tenant, now, self.job_ttl))
+                                            history.entry(tenant, now, self.job_ttl), message)
         if exclusive and not applied:
             raise JobExists(job_id)
         return (stored if applied else None) or record
@@ -241,13 +257,19 @@ class StatusStore:
         return applied, record
 
     async def _write(self, job_id: str, generation: int, attempt: int, status: JobStatus, fields: dict[str, Any],
-                     quota: TenantQuota | None, history_entry: dict[str, Any] | None = None) -> tuple[bool, dict | None]:
+                     quota: TenantQuota | None, history_entry: dict[str, Any] | None = None,
+                     message: bytes | None = None) -> tuple[bool, dict | None]:
         """advance, checking ``quota`` first when given (create): (applied, record), the record
-        as stored now, or the one that refused the write. ``history_entry`` (create): the job's
-        history entries, written only if the status is."""
+        as stored now, or the one that refused the write. ``history_entry`` and ``message``
+        (create): the job's history entries and its message (see create), written only if the
+        status is."""
         moment = datetime.now(timezone.utc)
         options: dict[str, Any] = {"job_id": job_id, "in_flight_prefix": names.IN_FLIGHT_KEY_PREFIX,
                                    "now": int(moment.timestamp() * 1000), **(history_entry or {})}
+        if message is not None or attempt > 0:
+            options.update(unpublished=names.UNPUBLISHED_KEY, message_key=names.unpublished_message_key(job_id))
+            if message is not None:
+                options["message"] = message.decode()
         if quota is not None:
             options.update(self._admission(quota, moment))
         megapixels = quotas.input_megapixels(fields.get("result")) if status is JobStatus.COMPLETED else None
@@ -317,8 +339,9 @@ class StatusStore:
         nor its place among the tenant's jobs in flight)."""
         try:
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.delete(names.job_key(job_id))
+                pipe.delete(names.job_key(job_id), names.unpublished_message_key(job_id))
                 pipe.zrem(names.in_flight_key(tenant), job_id, f"r:{job_id}")
+                pipe.zrem(names.UNPUBLISHED_KEY, job_id)
                 await pipe.execute()
         except (RedisError, OSError):
             pass

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import structlog
 
+from pixq import housekeeping
 from pixq.names import UPLOADS_PREFIX
 from pixq.storage.local import LocalStorage
 
@@ -53,16 +54,10 @@ def _entries(directory: Path) -> list[Path]:
 
 
 async def run_upload_sweeper(storage: LocalStorage, retention: float, interval: float, stop: asyncio.Event) -> None:
-    """Sweep at once, then every ``interval`` seconds until ``stop``. A failed sweep (a disk
-    error) is logged and tried again next time: housekeeping never stops the process."""
-    while not stop.is_set():
-        try:
-            deleted = await asyncio.to_thread(sweep_expired_uploads, storage, retention)
-            if deleted:
-                log.info("uploads_swept", deleted=deleted, retention=retention)
-        except OSError as exc:
-            log.warning("upload_sweep_failed", error=str(exc))
-        try:
-            await asyncio.wait_for(stop.wait(), interval)
-        except asyncio.TimeoutError:
-            pass
+    """Sweep at once, then every ``interval`` seconds until ``stop`` (pixq.housekeeping); a
+    failed sweep (a disk error) is logged and tried again next time."""
+    async def sweep() -> None:
+        deleted = await asyncio.to_thread(sweep_expired_uploads, storage, retention)
+        if deleted:
+            log.info("uploads_swept", deleted=deleted, retention=retention)
+    await housekeeping.every(interval, stop, sweep, "upload_sweep", (OSError,))

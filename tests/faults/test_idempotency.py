@@ -12,8 +12,8 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from pixq import names
-from tests.faults.harness import (JetStreamProbe, image, input_files, job_keys_pattern, kill, redis_keys,
-                                  resize_form, wait_job, wait_until)
+from tests.faults.harness import (JetStreamProbe, image, input_files, job_keys_pattern, kill, metric,
+                                  redis_keys, resize_form, wait_job, wait_until)
 from tests.faults.tcp_proxy import ToggleProxy
 
 
@@ -150,3 +150,28 @@ async def test_an_img_url_whose_api_died_before_publishing_its_job_is_served_by_
         assert response.status == 200, await response.text()
         assert response.headers["X-Cache"] == "miss" and response.headers["Content-Type"] == "image/png"
     assert (await wait_job(http, api, job_id, {"completed"}))["attempts"] == 1
+
+
+async def test_a_job_whose_api_died_before_publishing_it_is_published_by_another_api(
+        make_stack, http, nats, redis_proc, tmp_path):
+    """No retry at all: the client gave up. Another API's requeue round finds the job recorded
+    and still waiting after REQUEUE_CHECK_AFTER, publishes the message the dead API kept, and a
+    worker completes it; the surviving API counts it."""
+    stack = make_stack()
+
+    async def send(url: str) -> None:
+        async with http.post(f"{url}/api/v1/resize", data=resize_form(image("small"))):
+            pass
+
+    async def recorded(client) -> str | None:
+        keys = [key async for key in client.scan_iter(job_keys_pattern())]
+        return keys[0].rsplit(":", 1)[1] if keys else None
+    job_id = await die_before_publishing(stack, nats, redis_proc.port, send, recorded)
+
+    survivor, api = stack.spawn_api(REQUEUE_CHECK_AFTER="16s", REQUEUE_CHECK_INTERVAL="200ms")
+    stack.spawn_worker()
+    assert (await wait_job(http, api, job_id, {"completed"}, timeout=40))["attempts"] == 1
+    assert await metric(http, survivor, "pixq_api_unpublished_jobs_published_total") == 1
+    async with JetStreamProbe(nats.port) as probe:
+        assert (await probe.state(names.JOBS_STREAM)).last_seq == 1
+    assert not await redis_keys(redis_proc.port, f"{names.UNPUBLISHED_KEY}*")
