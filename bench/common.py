@@ -201,18 +201,6 @@ class LoadMonitor:
                 "samples": len(self.samples), "cores": self.cores, "busy": bool(reasons), "busy_reasons": reasons}
 
 
-def merge_load(*parts: tuple[str, dict]) -> dict:
-    """One section measured in several monitored stretches, as (label, LoadMonitor.figures())
-    (thumbor's comparison uses the throughput run's stack figures): busy if any was."""
-    figures = [f for _, f in parts]
-    out = dict(figures[-1])
-    out["busy"] = any(f["busy"] for f in figures)
-    out["busy_reasons"] = [f"{label}: {reason}" for label, f in parts for reason in f["busy_reasons"]]
-    out["foreign_cpu_cores_max"] = max(f["foreign_cpu_cores_max"] for f in figures)
-    out["load_average_start"] = figures[0]["load_average_start"]
-    return out
-
-
 def pin_process(pid: int, cpus: set[int]) -> None:
     """Pin every thread of a process (threads started later inherit their creator's mask)."""
     for tid in os.listdir(f"/proc/{pid}/task"):

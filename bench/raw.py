@@ -121,20 +121,20 @@ def naive_job(job: tuple[str, str, dict]) -> int:
 
 
 def engine_job(job: tuple[str, str, dict]) -> int:
-    """The worker's own engine (worker.imaging.process with a cancel Event, as JobRunner
-    calls it), in the same loop: separates libvips work from the queue/storage/status plumbing."""
-    import threading
+    """The worker's own engine (worker.imaging.process with a Cancellation, as JobRunner calls
+    it: a plain threading.Event would take the slower path of a libvips progress callback), in
+    the same loop: separates libvips work from the queue/storage/status plumbing."""
     from pixq.jobs import JobType
     from pixq.limits import Limits
     from pixq.settings import Settings
     from pixq.spec import to_pipeline
-    from worker.imaging import process
+    from worker.imaging import Cancellation, process
     global _LIMITS
     if _LIMITS is None:  # once: building Settings from the environment costs ~4 ms, the worker does it once too
         _LIMITS = Limits.from_settings(Settings())
     endpoint, name, params = job
     spec = to_pipeline(JobType(endpoint), params)
-    outputs = process(_DATA[name], spec, _LIMITS, threading.Event())
+    outputs = process(_DATA[name], spec, _LIMITS, Cancellation())
     return sum(len(output.data) for output in outputs)
 
 

@@ -174,7 +174,11 @@ thumbor does not set optimize_coding, pixq does. The last column lists what thum
 gain-map photo still carries (checked in the run). Driven closed-loop
 with {t['client_connections']} keep-alive connections alternating the two photos. pixq: the whole stack
 (JSON `storage_key` submits, the same two photos in the same format, fit 512x512 JPEG Q80,
-from section 1). Output is JPEG for every input format on both sides. "raw / thumbor" is the
+section 1's rows). Each thumbor run follows a pixq stack run of section 1 with the same request
+count (raw, pixq, thumbor, raw, pixq, thumbor, …), so the three sides of a row share the machine's
+speed of the moment; each figure is the median of its side's runs. Until 2026-11-30 23:30 thumbor
+ran minutes after section 1, and a drift of the machine's speed between the two landed on the ratio
+alone. Output is JPEG for every input format on both sides. "raw / thumbor" is the
 ceiling: what any stack on libvips would reach with no plumbing cost at all.
 
 {_table(["input", "raw pyvips jobs/s", "pixq stack jobs/s", "thumbor rps", "pixq / thumbor", "raw / thumbor", "target",
@@ -615,7 +619,7 @@ ISSUE16_BY_SECTION = {
 TARGETS_NOTE = """Rows marked **#16** are issue 16's targets (the others are earlier issues'). A verdict
 marked "(busy)" comes from a section that ran while other processes used the machine (see that
 section's BUSY MACHINE note): it is not a result. Each ratio is from one run of this page: the
-"vs thumbor" rows divide pixq's stack figures of section 1's run by thumbor's measured right after it."""
+"vs thumbor" rows divide pixq's stack figures of section 1 by thumbor's, from runs alternated with them."""
 
 
 if __name__ == "__main__":

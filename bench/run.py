@@ -18,6 +18,7 @@ py-spy into the venv. Everything it starts listens on 127.0.0.1 and is stopped a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ import time
 
 from bench import report
 from bench.common import (RESULTS, WORK, LoadMonitor, dump_json, ensure_loadtest, ensure_py_spy, ensure_thumbor,
-                          load_average, log, machine_info, merge_load, prepare_inputs)
+                          load_average, log, machine_info, prepare_inputs)
 
 QUICK = WORK / "quick"
 """Where a --quick run writes its JSON and report: never over the committed figures."""
@@ -99,16 +100,24 @@ def main(argv: list[str] | None = None) -> int:
     if "throughput" in only or "thumbor" in only:
         workloads = WORKLOADS if "throughput" in only else [w for w in WORKLOADS if w.name in
                                                              ("resize-jpeg", "resize-png", "resize-webp")]
-        with LoadMonitor() as throughput_load:
+        from bench.thumbor import Thumbor, paired_runners, thumbor_figures
+        with LoadMonitor() as throughput_load, contextlib.ExitStack() as servers:
+            # thumbor runs alternate with the stack's (bench.thumbor.paired_runners); idle, it costs nothing.
+            thumbor_server = (servers.enter_context(Thumbor(thumbor_exe, inputs, P))
+                              if "thumbor" in only else None)
             with LocalStack("throughput", workers=P, worker_concurrency=args.worker_concurrency,
                             vips_concurrency=args.vips_concurrency) as stack:
-                raw, stack_figures = measure_paired(stack, workloads, inputs, P, repeats, seconds,
-                                                    uploads_for=("resize-jpeg",) if "throughput" in only else ())
+                raw, stack_figures = measure_paired(
+                    stack, workloads, inputs, P, repeats, seconds,
+                    uploads_for=("resize-jpeg",) if "throughput" in only else (),
+                    alongside=paired_runners(thumbor_server, P) if thumbor_server is not None else None)
                 counts = {name: value["jobs"] for name, value in raw.items()}
                 profile = None
                 if py_spy is not None:
                     log("profiling worker 1 and the API with py-spy (not a timed run)")
                     profile = profile_stack(stack, inputs, py_spy, max(60, counts["resize-jpeg"] * 2), "resize-jpeg")
+            if thumbor_server is not None:
+                thumbor = thumbor_figures(thumbor_server, P, stack_figures)
         if "throughput" in only:
             save("throughput", throughput_load, {
                 "raw": raw, "stack": stack_figures, "profile": profile,
@@ -116,18 +125,14 @@ def main(argv: list[str] | None = None) -> int:
                            "vips_concurrency": args.vips_concurrency, "vips_cache_max_ops": 0}})
 
     if "thumbor" in only:
-        from bench.thumbor import PIXQ_WORKLOAD, measure_thumbor
-        with LoadMonitor() as load:
-            thumbor = measure_thumbor(thumbor_exe, inputs, P, repeats, seconds)
+        from bench.thumbor import PIXQ_WORKLOAD
         comparison = {}
         for fmt, workload in PIXQ_WORKLOAD.items():
             ours = stack_figures[workload]["jobs_per_s"]
             comparison[fmt] = {"pixq_stack_jobs_per_s": ours, "raw_pyvips_jobs_per_s": raw[workload]["jobs_per_s"],
                                "thumbor_rps": thumbor[fmt]["rps"],
                                "ratio": round(ours / thumbor[fmt]["rps"], 2) if thumbor[fmt]["rps"] else None}
-        # the ratio uses the throughput run's pixq figures: busy if either stretch was
-        save("thumbor", merge_load(("pixq's run (section 1)", throughput_load.figures()), ("thumbor's run", load.figures())),
-             {"thumbor": thumbor, "comparison": comparison})
+        save("thumbor", throughput_load, {"thumbor": thumbor, "comparison": comparison})
 
     if "api" in only:
         from bench.api_load import measure_api

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import WORK, Inputs, LocalStack, Workload, log, median, run_async
@@ -43,7 +44,8 @@ def job_list(workload: Workload, inputs: Inputs, count: int) -> list[tuple[str, 
 
 
 def measure_paired(stack: LocalStack, workloads: list[Workload], inputs: Inputs, processes: int,
-                   repeats: int, seconds: float, uploads_for: tuple[str, ...] = ()) -> tuple[dict, dict]:
+                   repeats: int, seconds: float, uploads_for: tuple[str, ...] = (),
+                   alongside: dict[str, Callable[[int], dict]] | None = None) -> tuple[dict, dict]:
     """jobs/s per workload, raw (P pyvips processes) and through the stack, in alternating runs.
 
     Each repeat runs raw then stack on the same job list, so a change in a shared machine's
@@ -51,7 +53,10 @@ def measure_paired(stack: LocalStack, workloads: list[Workload], inputs: Inputs,
     pool and the stack are both started first; an idle one costs no CPU (blocked on a queue or
     a 1 s fetch). Also picks each workload's job count from a raw probe (about ``seconds`` of
     work). Multipart-upload stack runs ('<name>-upload') follow, for the workloads named in
-    ``uploads_for``, paired with fresh raw runs of the same workload."""
+    ``uploads_for``, paired with fresh raw runs of the same workload. ``alongside``: per
+    workload name, a third side (thumbor: bench.thumbor.paired_runners) run with the same job
+    count after each storage_key stack run, after one warm-up; its runs land in that workload's
+    ``alongside_runs``."""
     raw_out: dict = {}
     stack_out: dict = {}
     keys = stage_inputs(stack, inputs.files)
@@ -67,10 +72,15 @@ def measure_paired(stack: LocalStack, workloads: list[Workload], inputs: Inputs,
             for upload in [False] + ([True] if workload.name in uploads_for else []):
                 uploads = upload_data if upload else None
                 run_async(run_jobs(stack, job_list(workload, inputs, warm), keys, uploads))  # warm-up
-                raw_runs, stack_runs = [], []
+                third = None if upload or alongside is None else alongside.get(workload.name)
+                if third is not None:
+                    third(warm)  # warm-up
+                raw_runs, stack_runs, third_runs = [], [], []
                 for _ in range(repeats):
                     raw_runs.append(round(pool.measure(jobs), 2))
                     stack_runs.append(run_async(run_jobs(stack, jobs, keys, uploads)))
+                    if third is not None:
+                        third_runs.append(third(count))
                 label = workload.name + ("-upload" if upload else "")
                 if not upload:
                     raw_out[workload.name] = {"jobs": count, "runs": raw_runs, "jobs_per_s": median(raw_runs)}
@@ -80,6 +90,8 @@ def measure_paired(stack: LocalStack, workloads: list[Workload], inputs: Inputs,
                                     "submit": "multipart upload" if upload else "JSON storage_key",
                                     "statuses": _merge([r["statuses"] for r in stack_runs]),
                                     "cpu_ms_per_job": stack_runs[len(stack_runs) // 2]["cpu_ms_per_job"]}
+                if third_runs:
+                    stack_out[label]["alongside_runs"] = third_runs
                 log(f"{label}: raw {median(raw_runs)} / stack {median(rates)} jobs/s "
                     f"({count} jobs x {repeats}, alternating) {stack_out[label]['statuses']}")
             if workload.name == "resize-jpeg":

@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 
 import aiohttp
 
@@ -140,18 +141,24 @@ def output_metadata(url: str) -> dict:
             "progressive": b"\xff\xc2" in body}
 
 
-def measure_thumbor(exe, inputs: Inputs, processes: int, repeats: int, seconds: float) -> dict:
-    out = {"processes": processes, "client_connections": 2 * processes}
-    with Thumbor(exe, inputs, processes) as server:
-        for fmt, names in FORMATS.items():
-            urls = server.urls(names, 4 * processes)
-            run_async(drive(urls, 2 * processes))  # warm-up
-            probe = run_async(drive(urls, 2 * processes))["rps"]
-            count = max(8 * processes, min(600, int(probe * seconds) // 2 * 2))
-            urls = server.urls(names, count)
-            runs = [run_async(drive(urls, 2 * processes)) for _ in range(repeats)]
-            out[fmt] = {"requests": count, "runs": [r["rps"] for r in runs], "rps": median([r["rps"] for r in runs]),
-                        "errors": sum(r["errors"] for r in runs),
-                        "output_metadata": output_metadata(url_for(server.port, names[1]))}
-            log(f"thumbor {fmt}: {out[fmt]['rps']} rps ({count} requests x {repeats}, errors {out[fmt]['errors']})")
+def paired_runners(server: Thumbor, processes: int) -> dict[str, Callable[[int], dict]]:
+    """Per pixq workload (PIXQ_WORKLOAD), a thumbor run of ``count`` requests for the same photos
+    in that format, for bench.throughput.measure_paired to run right after each of the stack's
+    runs: raw, pixq and thumbor then alternate, so a drift in the shared machine's speed lands on
+    every side of the ratios (pixq's figure used to come from section 1, minutes apart)."""
+    def runner(names: tuple[str, ...]) -> Callable[[int], dict]:
+        return lambda count: run_async(drive(server.urls(names, count), 2 * processes))
+    return {PIXQ_WORKLOAD[fmt]: runner(names) for fmt, names in FORMATS.items()}
+
+
+def thumbor_figures(server: Thumbor, processes: int, stack_figures: dict) -> dict:
+    """thumbor's side of section 2 from the runs measure_paired alternated with pixq's."""
+    out: dict = {"processes": processes, "client_connections": 2 * processes}
+    for fmt, names in FORMATS.items():
+        runs = stack_figures[PIXQ_WORKLOAD[fmt]]["alongside_runs"]
+        out[fmt] = {"requests": runs[0]["requests"], "runs": [r["rps"] for r in runs],
+                    "rps": median([r["rps"] for r in runs]), "errors": sum(r["errors"] for r in runs),
+                    "output_metadata": output_metadata(url_for(server.port, names[1]))}
+        log(f"thumbor {fmt}: {out[fmt]['rps']} rps ({out[fmt]['requests']} requests x {len(runs)}, alternating "
+            f"with pixq's runs, errors {out[fmt]['errors']})")
     return out
