@@ -14,6 +14,7 @@ PIXQ_METRICS = {
     "pixq_api_requests_total": "counter",
     "pixq_api_request_duration_seconds": "histogram",
     "pixq_jobs_submitted_total": "counter",
+    "pixq_api_unpublished_jobs_published_total": "counter",
     "pixq_worker_jobs_total": "counter",
     "pixq_worker_job_duration_seconds": "histogram",
     "pixq_worker_jobs_in_flight": "gauge",
