@@ -23,7 +23,8 @@ DELIVERIES = MAX_RETRIES + 1
 
 
 class Supervisor:
-    """Keeps ``size`` poison-shimmed workers running, restarting each that dies, until ``max_crashes``."""
+    """Keeps ``size`` poison-shimmed workers running, restarting each that dies, until
+    ``max_crashes``; then stops the rest (``stop`` awaits their clean exit)."""
 
     def __init__(self, stack, size: int, max_crashes: int) -> None:
         self.stack = stack
@@ -47,8 +48,15 @@ class Supervisor:
                     continue
                 self.live.remove(proc)
                 self.crashes.append(code)
-                if len(self.crashes) < self.max_crashes:
-                    await self._spawn()
+                if len(self.crashes) >= self.max_crashes:
+                    # The final delivery crashed: stop the others now (SIGTERM stops their pulls at
+                    # once), well inside that delivery's ACK_WAIT. A pull after it would let a live
+                    # worker dead-letter the job, which the test leaves to a worker coming back; a
+                    # clean run under xdist's load once saw the test loop reach stop() too late.
+                    for other in self.live:
+                        other.signal(signal.SIGTERM)
+                    return
+                await self._spawn()
             await asyncio.sleep(0.05)
 
     def start(self) -> "Supervisor":
