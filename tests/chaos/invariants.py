@@ -32,6 +32,7 @@ import aiohttp
 import nats
 import redis.asyncio as aioredis
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import ServiceUnavailableError
 from redis.exceptions import RedisError
 
 from pixq import names
@@ -72,15 +73,24 @@ async def job_event_positions(nats_url: str) -> dict[str, list[tuple[int, ...]]]
                 sub = await js.pull_subscribe(f"{names.EVENTS_SUBJECT_PREFIX}.>", durable=None,
                                               stream=names.EVENTS_STREAM)
                 break
-            except (NatsTimeout, asyncio.TimeoutError):
+            except (NatsTimeout, asyncio.TimeoutError, ServiceUnavailableError):
                 if attempt == 4:
                     raise
-        seen, idle = 0, 0
+        seen, idle, unavailable = 0, 0, 0
         while seen < last and idle < 3:
             try:
                 messages = await sub.fetch(500, timeout=3)
             except (NatsTimeout, asyncio.TimeoutError):
                 idle += 1
+                continue
+            except ServiceUnavailableError:
+                # JetStream answered 503 for the pull (a clean run hit it once: the cluster still
+                # settling after the last fault). Not "no more events": ask again, a bounded
+                # number of times, paced so the retries span about 30 s.
+                unavailable += 1
+                if unavailable > 60:
+                    raise
+                await asyncio.sleep(0.5)
                 continue
             for message in messages:
                 envelope = json.loads(message.data)

@@ -112,20 +112,32 @@ async def test_poison_job_dead_lettered_via_max_deliveries_advisory_then_replaye
 
     body = await get_status(http, api, poison)
     assert body["status"] == "processing" and body["attempts"] == DELIVERIES, body
+    late = await accepted(http, api, "small")  # no worker alive: it waits in the queue
 
     async with JetStreamProbe(nats.port) as probe:
         # JetStream emits MAX_DELIVERIES once the final delivery's ACK_WAIT has expired and someone
         # pulls from the consumer. Pull as a worker would, with no pixq worker (so no DLQ mover) alive.
         puller = await probe.js.pull_subscribe_bind(durable=names.WORKERS_CONSUMER, stream=names.JOBS_STREAM)
+        # Healthy jobs waiting in the queue (``late``, and any submitted as the last workers
+        # stopped): kept in progress, so this puller is not redelivered them (each delivery
+        # spends a retry), and handed back below.
+        held = []
 
         async def advisory_captured():
             try:
-                stray = await puller.fetch(1, timeout=0.5)
+                pulled = await puller.fetch(1, timeout=0.5)
             except NatsTimeout:
-                stray = []
-            assert not stray, f"unexpected delivery {stray[0].data!r}"
+                pulled = []
+            for msg in pulled:
+                assert json.loads(msg.data)["job_id"] != poison, "the poison job was delivered again"
+                held.append(msg)
+            for msg in held:
+                await msg.in_progress()
             return (await probe.state(names.ADVISORY_STREAM)).messages == 1
         await wait_until(advisory_captured, 20, "the MAX_DELIVERIES advisory in PIXQ_ADVISORIES")
+        assert late in [json.loads(msg.data)["job_id"] for msg in held]
+        for msg in held:
+            await msg.nak()  # for the worker started below
         await puller.unsubscribe()
         assert (await get_status(http, api, poison))["status"] == "processing"
         assert (await probe.state(names.DLQ_STREAM)).messages == 0
@@ -139,7 +151,7 @@ async def test_poison_job_dead_lettered_via_max_deliveries_advisory_then_replaye
         assert entry["reason"] == "max_deliveries" and entry["attempts"] == DELIVERIES, entry
         assert entry["message"]["input"]["storage_key"] == poison_key
         await wait_until(lambda: _state_is(probe, names.ADVISORY_STREAM, 0), 10, "the advisory acked")
-        assert (await probe.state(names.JOBS_STREAM)).messages == 0
+        await wait_until(lambda: _state_is(probe, names.JOBS_STREAM, 0), 10, "every job acked")
 
     # Replay with healthy workers: same job id, a fresh retry budget, completed.
     async with http.post(f"{api}/api/v1/dlq/{poison}/replay") as response:
@@ -149,7 +161,7 @@ async def test_poison_job_dead_lettered_via_max_deliveries_advisory_then_replaye
     assert done["job_id"] == poison and done["attempts"] == 1 and done["result"]["width"] == 32, done
     _, listing = await get_json(http, f"{api}/api/v1/dlq")
     assert listing["total"] == 0, json.dumps(listing)
-    for job_id in others:
+    for job_id in [*others, late]:
         assert (await wait_job(http, api, job_id, {"completed"}, timeout=20))["status"] == "completed"
 
 
