@@ -20,7 +20,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from pixq import names
-from pixq.errors import ErrorCode, PixqError
+from pixq.errors import status_unavailable
 from pixq.jobs import JobStatus, utc_now
 
 MAX_ITEMS = 100
@@ -59,10 +59,6 @@ return 1
 """
 
 
-def _unavailable(exc: BaseException) -> PixqError:
-    return PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}")
-
-
 class BatchStore:
     def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
         self.client = client
@@ -83,7 +79,7 @@ class BatchStore:
                     pipe.expire(key, self.ttl)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise status_unavailable(exc) from None
 
     async def record_jobs(self, batch_id: str, job_ids: list[str]) -> None:
         """The batch's listed jobs, in item order (accepted and replayed items)."""
@@ -94,7 +90,7 @@ class BatchStore:
                 pipe.expire(names.batch_jobs_key(batch_id), self.ttl)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise status_unavailable(exc) from None
 
     async def release(self, batch_id: str, job_id: str) -> bool:
         """An item refused at submit (or a replayed one) leaves the pending set; True if that
@@ -113,7 +109,7 @@ class BatchStore:
         try:
             return bool(await self._finish(keys=keys, args=[self.ttl, len(released), *released, *listed]))
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise status_unavailable(exc) from None
 
     async def job_finished(self, batch_id: str, job_id: str) -> bool:
         """A tracked job reached a terminal status; True when the batch is now complete."""
@@ -124,14 +120,14 @@ class BatchStore:
             return bool(await self._settle(keys=[names.batch_key(batch_id), names.batch_pending_key(batch_id)],
                                            args=[job_id]))
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise status_unavailable(exc) from None
 
     async def mark_completed(self, batch_id: str, completed_at: str) -> None:
         """Record that batch.completed was published (GET then reports the batch completed)."""
         try:
             await self.client.hsetnx(names.batch_key(batch_id), "completed_at", completed_at)
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise status_unavailable(exc) from None
 
     async def get(self, batch_id: str) -> dict[str, Any] | None:
         """The batch hash plus its job ids, or None."""
@@ -142,7 +138,7 @@ class BatchStore:
                 pipe.scard(names.batch_pending_key(batch_id))
                 raw, job_ids, pending = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise status_unavailable(exc) from None
         if not raw:
             return None
         return {**raw, "job_ids": job_ids, "pending": int(pending)}

@@ -117,6 +117,12 @@ class PixqError(Exception):
         return {"error": {"code": self.code.value, "message": self.message}}
 
 
+def status_unavailable(exc: BaseException) -> PixqError:
+    """STATUS_UNAVAILABLE for a Redis failure (a RedisError or OSError from the status store's
+    client): one wording for every module that talks to Redis."""
+    return PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}")
+
+
 def describe(exc: BaseException) -> str:
     """An exception's message for a log line or an error, or its type where it has none
     (many NATS and asyncio timeouts carry no text)."""

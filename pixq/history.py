@@ -17,8 +17,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from pixq import names
-from pixq.errors import ErrorCode, PixqError
-
+from pixq.errors import ErrorCode, PixqError, status_unavailable
 
 
 @dataclass(frozen=True)
@@ -48,10 +47,6 @@ def millis(iso_timestamp: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp() * 1000)
-
-
-def _unavailable(exc: BaseException) -> PixqError:
-    return PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}")
 
 
 def entry(tenant: str, created_at: str, ttl_seconds: int) -> dict[str, object]:
@@ -89,7 +84,7 @@ async def newest_first(client: redis.Redis, key: str, after: Cursor | None, crea
             read = await client.zrange(key, "+inf" if top == float("inf") else int(top), bottom, desc=True,
                                        byscore=True, offset=offset, num=batch_size, withscores=True)
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise status_unavailable(exc) from None
         batch = []
         for member, score in read:
             job_id = member.decode() if isinstance(member, bytes) else member

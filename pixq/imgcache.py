@@ -24,7 +24,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from pixq import names
-from pixq.errors import ErrorCode, PixqError
+from pixq.errors import ErrorCode, PixqError, status_unavailable
 from pixq.settings import Settings
 
 JOB_NAMESPACE = uuid.UUID("6c0b1f0e-4a1d-5e38-9d51-6e2b7f1a9c40")
@@ -91,7 +91,7 @@ async def epoch(client: redis.Redis, tenant: str, source: Source) -> int:
     try:
         return int(await client.get(names.img_epoch_key(tenant, source.digest)) or 0)
     except (RedisError, OSError) as exc:
-        raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+        raise status_unavailable(exc) from None
 
 
 async def bump_epoch(client: redis.Redis, tenant: str, source: Source) -> None:
@@ -100,7 +100,7 @@ async def bump_epoch(client: redis.Redis, tenant: str, source: Source) -> None:
     try:
         await client.incr(names.img_epoch_key(tenant, source.digest))
     except (RedisError, OSError) as exc:
-        raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+        raise status_unavailable(exc) from None
 
 
 def _accepted(accept: str) -> set[str]:

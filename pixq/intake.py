@@ -30,7 +30,7 @@ from nats.js import JetStreamContext
 from redis.exceptions import RedisError
 
 from pixq import events, names
-from pixq.errors import ErrorCode, PixqError
+from pixq.errors import status_unavailable
 from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType, Priority
 from pixq.queue import publish_job
 from pixq.quotas import TenantQuota
@@ -108,14 +108,14 @@ async def requeue_unpublished(nc: NATS, js: JetStreamContext, status: StatusStor
     try:
         job_ids = await client.zrangebyscore(names.UNPUBLISHED_KEY, "-inf", cutoff, start=0, num=REQUEUE_BATCH)
     except (RedisError, OSError) as exc:
-        raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+        raise status_unavailable(exc) from None
     published = 0
     for job_id in job_ids:
         record = await status.get(job_id)
         try:
             data = await client.get(names.unpublished_message_key(job_id))
         except (RedisError, OSError) as exc:
-            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+            raise status_unavailable(exc) from None
         if record is not None and data is not None and may_be_unpublished(record):
             await events.publish_queued_event(nc, js, record)  # first: it precedes every worker's event
             ack = await publish_job(js, JobMessage.model_validate_json(data), data.encode())
@@ -129,5 +129,5 @@ async def requeue_unpublished(nc: NATS, js: JetStreamContext, status: StatusStor
                 pipe.delete(names.unpublished_message_key(job_id))
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+            raise status_unavailable(exc) from None
     return Requeued(len(job_ids), published)

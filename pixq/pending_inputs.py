@@ -22,7 +22,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from pixq import housekeeping, names
-from pixq.errors import ErrorCode, PixqError
+from pixq.errors import PixqError, status_unavailable
 from pixq.status import StatusStore
 from pixq.storage import Storage
 
@@ -38,7 +38,7 @@ async def mark(client: redis.Redis, key: str) -> None:
     try:
         await client.zadd(names.PENDING_INPUTS_KEY, {key: time.time()})
     except (RedisError, OSError) as exc:
-        raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+        raise status_unavailable(exc) from None
 
 
 async def unmark(client: redis.Redis, key: str) -> None:

@@ -25,7 +25,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from pixq import history, names, quotas
 from pixq.batches import BatchStore
-from pixq.errors import ErrorCode, PixqError
+from pixq.errors import ErrorCode, PixqError, status_unavailable
 from pixq.jobs import PHASE_OF, JobStatus, utc_now
 from pixq.quotas import TenantQuota
 from pixq.settings import Settings
@@ -289,7 +289,7 @@ class StatusStore:
                                         [generation, attempt, int(PHASE_OF[status]), self.job_ttl,
                                          json.dumps(options), *flat])
         except (RedisError, OSError) as exc:
-            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+            raise status_unavailable(exc) from None
         except Unreplicated:
             if quota is not None:  # a create: leave nothing behind on the master either
                 await self.delete(job_id, fields.get("tenant") or "")
@@ -331,7 +331,7 @@ class StatusStore:
         try:
             raw = await self.client.hgetall(names.job_key(job_id))
         except (RedisError, OSError) as exc:
-            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+            raise status_unavailable(exc) from None
         return _decode(raw) if raw else None
 
     async def delete(self, job_id: str, tenant: str) -> None:
@@ -360,7 +360,7 @@ class StatusStore:
         try:
             reserved = await self._reserve(keys=[], args=[json.dumps(options), *job_ids])
         except (RedisError, OSError) as exc:
-            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+            raise status_unavailable(exc) from None
         if reserved in (-1, -2):
             raise self._refusal(reserved, quota, len(job_ids), moment)
 
@@ -402,7 +402,7 @@ class StatusStore:
                     pipe.hgetall(names.job_key(job_id))
                 raws = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+            raise status_unavailable(exc) from None
         return [_decode(raw) if raw else None for raw in raws]
 
     async def restart(self, job_id: str, generation: int, job_type: str, tenant: str, created_at: str,
@@ -416,7 +416,7 @@ class StatusStore:
         try:
             return await self.client.get(names.idempotency_key(tenant, client_key))
         except (RedisError, OSError) as exc:
-            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+            raise status_unavailable(exc) from None
 
     async def claim_idempotency_key(self, tenant: str, client_key: str, job_id: str, ttl: float) -> str | None:
         """Bind ``client_key`` to ``job_id``; return the job id it was already bound to, if any."""
@@ -426,7 +426,7 @@ class StatusStore:
                 return None
             return await self.client.get(key)
         except (RedisError, OSError) as exc:
-            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+            raise status_unavailable(exc) from None
 
     async def release_idempotency_key(self, tenant: str, client_key: str, job_id: str) -> None:
         """Forget a binding whose job was rolled back, so the client's retry can succeed."""

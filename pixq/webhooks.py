@@ -42,7 +42,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from pixq import __version__, names, outbound
-from pixq.errors import ErrorCode, PixqError
+from pixq.errors import ErrorCode, PixqError, status_unavailable
 from pixq.jobs import utc_now
 from pixq.settings import Settings
 
@@ -216,10 +216,6 @@ def delivery_entry(*, webhook_id: str, event_type: str, url: str, attempt: int, 
             "duration_ms": duration_ms, "next_attempt_at": next_attempt_at}
 
 
-def _unavailable(exc: BaseException) -> PixqError:
-    return PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}")
-
-
 class WebhookStore:
     """Delivery records and disabled endpoints in Redis (STATUS_UNAVAILABLE when it is down)."""
 
@@ -232,7 +228,7 @@ class WebhookStore:
         try:
             raw = await self.client.lrange(names.deliveries_key(subject_id), 0, -1)
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise status_unavailable(exc) from None
         entries = []
         for item in raw:
             try:
@@ -250,20 +246,20 @@ class WebhookStore:
                 pipe.expire(key, self.ttl)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise status_unavailable(exc) from None
 
     async def batch_callback(self, batch_id: str) -> str | None:
         """The callback_url a batch was submitted with (pixq.batches stores it in the batch hash)."""
         try:
             return await self.client.hget(names.batch_key(batch_id), "callback_url") or None
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise status_unavailable(exc) from None
 
     async def is_disabled(self, url: str) -> bool:
         try:
             return bool(await self.client.exists(names.disabled_webhook_key(url)))
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise status_unavailable(exc) from None
 
     async def disable(self, url: str, tenant: str, webhook_id: str) -> None:
         """Mark an endpoint gone (410). No expiry: an operator deletes the key to re-enable it."""
@@ -271,4 +267,4 @@ class WebhookStore:
         try:
             await self.client.set(names.disabled_webhook_key(url), value)
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise status_unavailable(exc) from None

@@ -36,7 +36,7 @@ from nats.js import JetStreamContext
 from redis.exceptions import RedisError
 
 from pixq import intake, names, queue
-from pixq.errors import ErrorCode, PixqError, describe
+from pixq.errors import PixqError, describe, status_unavailable
 from pixq.jobs import JobInput, JobType
 from pixq.presets import PIXQ_WRITTEN_PREFIXES, Catalogue
 from pixq.settings import Settings
@@ -201,7 +201,7 @@ class Ingestor:
                 return None
             value = await client.get(claim_key)
         except (RedisError, OSError) as exc:
-            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+            raise status_unavailable(exc) from None
         return value.decode() if isinstance(value, bytes) else value
 
     async def _mark_published(self, claim_key: str, job_id: str) -> None:
@@ -209,4 +209,4 @@ class Ingestor:
             await self.status.client.set(claim_key, f"{job_id}:published",
                                          ex=max(1, int(self.settings.ingest_dedupe_ttl)))
         except (RedisError, OSError) as exc:
-            raise PixqError(ErrorCode.STATUS_UNAVAILABLE, f"status store unavailable: {exc}") from None
+            raise status_unavailable(exc) from None
