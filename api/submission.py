@@ -152,7 +152,7 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
         if uploaded_key:
             await ctx.deps.storage.delete(uploaded_key)
             await pending_inputs.unmark(ctx.deps.status.client, uploaded_key)
-        if isinstance(race, JobExists) and intake.may_be_unpublished(await ctx.deps.status.get(job_id)):
+        if isinstance(race, JobExists):  # enqueue reads the record and queues it only if still unbegun
             await replay.resume(job_id, job_input)  # same job id, so the same input
         return Accepted(race.job_id, replayed=True)
     except BaseException as exc:
@@ -221,17 +221,18 @@ class _Replay:
         Idempotency-Key) and before JetStream acknowledged the message: the record then stays
         queued, with no message behind it, and without this every replay answered 202 for a
         job no worker would run (an /img URL waited out IMG_WAIT on every request until the
-        status expired, 7 days). Only called while the job may be unpublished
-        (pixq.intake.may_be_unpublished); the publishes are idempotent (pixq.intake). Raises
+        status expired, 7 days). pixq.intake.enqueue publishes only while the job may be
+        unpublished (pixq.intake.may_be_unpublished), idempotently. Raises
         PixqError (503) when NATS or Redis is down: the client retries, nothing is rolled
         back, since the record belongs to the first request."""
         ctx = self.ctx
-        await intake.enqueue(ctx.deps.nc, ctx.deps.js, ctx.deps.status, job_id=job_id, job_type=self.job_type,
-                             tenant=self.tenant.name, spec=self.spec, job_input=job_input,
-                             request_id=self.request_id, preset=self.preset,
-                             quota=quotas.quota_of(ctx.settings, self.tenant), callback_url=self.callback_url,
-                             batch_id=self.batch_id, priority=self.priority.value)
-        log.info("replay_queued_again", job_id=job_id, request_id=self.request_id, tenant=self.tenant.name)
+        record = await intake.enqueue(
+            ctx.deps.nc, ctx.deps.js, ctx.deps.status, job_id=job_id, job_type=self.job_type,
+            tenant=self.tenant.name, spec=self.spec, job_input=job_input, request_id=self.request_id,
+            preset=self.preset, quota=quotas.quota_of(ctx.settings, self.tenant), callback_url=self.callback_url,
+            batch_id=self.batch_id, priority=self.priority.value)
+        if intake.may_be_unpublished(record):  # enqueue published it (else a worker has it)
+            log.info("replay_queued_again", job_id=job_id, request_id=self.request_id, tenant=self.tenant.name)
 
 
 async def _leave_unconfirmed(ctx: ApiContext, job_id: str) -> bool:
