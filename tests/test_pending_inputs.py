@@ -6,7 +6,6 @@ Real redis-server, nats-server and API, local storage and S3 (moto). What a kill
 (an object under inputs/ and its mark) is written here directly, as the SIGKILL would leave it;
 the chaos run (tests/chaos, "no orphaned inputs") hits the same window at random."""
 
-import asyncio
 import time
 import uuid
 
@@ -16,6 +15,7 @@ import redis.asyncio as redis
 from pixq import names
 from pixq.storage import make_storage
 from tests.conftest import running_api
+from tests.faults.harness import wait_until
 from tests.helpers import form, make_image
 
 pytestmark = pytest.mark.timeout(60)
@@ -23,14 +23,6 @@ pytestmark = pytest.mark.timeout(60)
 
 async def exists(storage, key: str) -> bool:
     return await storage.size(key) is not None
-
-
-async def until(condition, seconds: float = 10.0) -> None:
-    """Await ``condition()`` (an async predicate), polled, for at most ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_submit_leaves_no_mark_and_a_killed_submits_input_is_swept(make_settings, storage_type):
@@ -55,7 +47,7 @@ async def test_a_submit_leaves_no_mark_and_a_killed_submits_input_is_swept(make_
 
             async def swept() -> bool:
                 return await client.zcard(names.PENDING_INPUTS_KEY) == 0
-            await until(swept)
+            await wait_until(swept, 10, "the pending inputs to be swept")
             assert not await exists(storage, orphan)
             assert await exists(storage, kept)
             status = await api.get(f"/api/v1/jobs/{job_id}")
