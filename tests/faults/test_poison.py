@@ -133,9 +133,11 @@ async def test_poison_job_dead_lettered_via_max_deliveries_advisory_then_replaye
                 held.append(msg)
             for msg in held:
                 await msg.in_progress()
-            return (await probe.state(names.ADVISORY_STREAM)).messages == 1
-        await wait_until(advisory_captured, 20, "the MAX_DELIVERIES advisory in PIXQ_ADVISORIES")
-        assert late in [json.loads(msg.data)["job_id"] for msg in held]
+            # One message per pull: an earlier queued job can come first, so wait for ``late`` too.
+            return (late in [json.loads(msg.data)["job_id"] for msg in held]
+                    and (await probe.state(names.ADVISORY_STREAM)).messages == 1)
+        await wait_until(advisory_captured, 20,
+                         "the MAX_DELIVERIES advisory in PIXQ_ADVISORIES, and the late job held")
         for msg in held:
             await msg.nak()  # for the worker started below
         await puller.unsubscribe()
