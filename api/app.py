@@ -17,7 +17,7 @@ from api.middleware import IN_FLIGHT, InFlight, authenticate, observe
 from api.ratelimit import add_headers, limit_by_ip, limit_by_tenant, rate_limiter
 from api.routes import setup_routes
 from api.submission import requeue_unpublished
-from pixq import housekeeping, pending_inputs
+from pixq import eventloop, housekeeping, pending_inputs
 from pixq.deps import Dependencies
 from pixq.errors import PixqError
 from pixq.limits import Limits
@@ -71,7 +71,7 @@ def create_app(settings: Settings) -> web.Application:
         hub = EventHub(deps.js, linger=settings.events_hub_linger)
         app[EVENTS_HUB] = hub
         log.info("api_started", host=settings.api_host, port=settings.api_port,
-                 storage=settings.storage_type, tenants=len(tenants.tenants))
+                 storage=settings.storage_type, tenants=len(tenants.tenants), event_loop=eventloop.running())
         # What an API killed mid-submit leaves: inputs of submits that never finished
         # (pixq.pending_inputs), jobs recorded and maybe never published (pixq.intake).
         stop_chores = asyncio.Event()

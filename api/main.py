@@ -15,6 +15,7 @@ from aiohttp import web
 from api.app import create_app
 from api.events_hub import end_streams
 from api.middleware import IN_FLIGHT
+from pixq import eventloop
 from pixq.settings import Settings, load_settings
 from pixq.telemetry import configure_logging
 
@@ -48,7 +49,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, service="pixq-api")
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings), settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from limits import RateLimitItem, parse_many
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pixq.eventloop import EventLoop
 from pixq.units import parse_duration, parse_duration_list, parse_size
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -245,6 +246,9 @@ class Settings(BaseSettings):
 
     # Logging
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Runtime
+    event_loop: EventLoop = "uvloop"
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -54,11 +54,32 @@ def test_cli_submit_wait_download_and_clean_shutdown(stack, tmp_path: Path):
     lines = [json.loads(line) for proc in stack.workers for line in proc.log.read_text().splitlines() if line]
     about_job = [line for line in lines if line.get("job_id") == status["job_id"]]
     assert about_job and all(line.get("request_id") for line in about_job)
+    # Every process runs on uvloop, the default EVENT_LOOP (its start-up line names the running loop).
+    started = [line for proc in [*stack.workers, stack.api] for line in map(json.loads, proc.log.read_text().splitlines())
+               if line.get("event") in ("worker_started", "api_started")]
+    assert [line["event_loop"] for line in started] == ["uvloop"] * 3, started
 
 
 def test_bad_configuration_names_the_variable(tmp_path):
-    env = stack_env(1, 1, tmp_path, JOB_TIMEOUT="soon", WORKER_CONCURRENCY="0")
+    env = stack_env(1, 1, tmp_path, JOB_TIMEOUT="soon", WORKER_CONCURRENCY="0", EVENT_LOOP="trio")
     for script in ("pixq-api", "pixq-worker"):
         done = subprocess.run([str(BIN / script)], env=env, capture_output=True, text=True, timeout=30)
         assert done.returncode == 2
-        assert "JOB_TIMEOUT" in done.stderr and "WORKER_CONCURRENCY" in done.stderr
+        assert all(name in done.stderr for name in ("JOB_TIMEOUT", "WORKER_CONCURRENCY", "EVENT_LOOP")), done.stderr
+
+
+def test_event_loop_asyncio_runs_a_job_on_the_standard_loop(nats, redis_proc, tmp_path: Path):
+    """EVENT_LOOP=asyncio, the fallback, is a working configuration, not just an accepted value."""
+    stack = Stack(stack_env(nats.port, redis_proc.port, tmp_path, EVENT_LOOP="asyncio"), tmp_path)
+    try:
+        stack.start_api()
+        stack.start_worker()
+        source = tmp_path / "photo.jpg"
+        source.write_bytes(make_image(200, 100))
+        done = cli(stack, "submit", "resize", str(source), "--width", "50", "--wait")
+        assert done.returncode == 0 and json.loads(done.stdout)["status"] == "completed", done.stderr
+    finally:
+        stack.stop()
+    started = [line for proc in [*stack.workers, stack.api] for line in map(json.loads, proc.log.read_text().splitlines())
+               if line.get("event") in ("worker_started", "api_started")]
+    assert [line["event_loop"] for line in started] == ["asyncio"] * 2, started

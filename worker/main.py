@@ -16,7 +16,7 @@ from aiohttp import web
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
-from pixq import queue
+from pixq import eventloop, queue
 from pixq.deps import Dependencies
 from pixq.errors import PixqError, describe
 from pixq.limits import Limits
@@ -162,7 +162,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
         log.info("worker_started", concurrency=settings.worker_concurrency, metrics_port=settings.metrics_port,
                  storage=settings.storage_type, max_retries=settings.max_retries, job_timeout=settings.job_timeout,
-                 outage_hold_max=settings.outage_hold_max)
+                 outage_hold_max=settings.outage_hold_max, event_loop=eventloop.running())
         await run_loops({"consumer": consumer.run(stop), "advisory_mover": AdvisoryMover(js, writer).run(stop),
                          "outbox_drainer": OutboxDrainer(js, status).run(stop),
                          "gauges": sample_queue_gauges(js, stop), "outage_gate": gate.run(stop),
@@ -190,7 +190,7 @@ def main() -> None:
         await serve(settings, stop)
 
     try:
-        asyncio.run(run())
+        eventloop.run(run(), settings.event_loop)
     except PixqError as exc:
         log.error("worker_start_failed", error_code=exc.code.value, error=exc.message)
         raise SystemExit(1) from None
