@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyvips
@@ -179,24 +180,37 @@ def sniff(path: pathlib.Path, limits: Limits) -> ImageInfo:
     path = pathlib.Path(path)
     with path.open("rb") as handle:
         head = handle.read(HEAD_BYTES)
-    return _identify(path.stat().st_size, head, limits,
-                     lambda: pyvips.Image.new_from_file(str(path), access="sequential", fail_on=FAIL_ON))
+    return _identify(path.stat().st_size, head, limits, lambda fmt: _header_of_file(str(path), fmt))
 
 
 def sniff_bytes(data: bytes, limits: Limits) -> ImageInfo:
     """``sniff`` of bytes already in memory (a direct upload's head, read from storage)."""
-    return _identify(len(data), data[:HEAD_BYTES], limits,
-                     lambda: pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on=FAIL_ON))
+    return _identify(len(data), data[:HEAD_BYTES], limits, lambda fmt: _header_of_bytes(data, fmt))
 
 
-def _identify(size: int, head: bytes, limits: Limits, load) -> ImageInfo:
+# A JPEG through jpegload, as the worker reads it (worker.imaging.load). libvips' own pick,
+# found by asking every loader, is uhdrload for an UltraHDR file, whose header read took 2.2 ms
+# of the API's CPU on gain-map.jpg against 0.16 ms (0.33 against 0.16 ms on a plain JPEG).
+
+def _header_of_file(path: str, fmt: str) -> pyvips.Image:
+    load = pyvips.Image.jpegload if fmt == "jpeg" else pyvips.Image.new_from_file
+    return load(path, access="sequential", fail_on=FAIL_ON)
+
+
+def _header_of_bytes(data: bytes, fmt: str) -> pyvips.Image:
+    if fmt == "jpeg":
+        return pyvips.Image.jpegload_buffer(data, access="sequential", fail_on=FAIL_ON)
+    return pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on=FAIL_ON)
+
+
+def _identify(size: int, head: bytes, limits: Limits, load: Callable[[str], pyvips.Image]) -> ImageInfo:
     if size > limits.max_input_bytes:
         raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE,
                         f"input is {size} bytes, over MAX_INPUT_BYTES={limits.max_input_bytes}")
     fmt = check_allowed(detect_format(head), limits)
     apply_loader_policy(limits)
     try:
-        image = load()  # lazy: libvips reads only the header until pixels are asked for
+        image = load(fmt)  # lazy: libvips reads only the header until pixels are asked for
     except pyvips.Error as exc:
         raise PixqError(ErrorCode.INVALID_IMAGE, f"cannot read image header: {_first_line(exc)}") from None
     return inspect_header(image, fmt, limits)

@@ -8,7 +8,7 @@ import pyvips
 from pixq.errors import ErrorCode, PixqError
 from pixq.jobs import JobType
 from pixq.limits import TRUSTED_INPUT_FORMATS, UNTRUSTED_INPUT_FORMATS
-from pixq.sniff import ImageInfo, apply_loader_policy, check_spec_fits, detect_format, sniff
+from pixq.sniff import ImageInfo, apply_loader_policy, check_spec_fits, detect_format, sniff, sniff_bytes
 from pixq.spec import to_pipeline
 from tests.fixtures import fixture
 from tests.imaging.conftest import make_limits, quadrants
@@ -29,6 +29,17 @@ def test_sniff_alpha_pages_orientation(limits):
     assert animated.format == "webp" and animated.pages > 1
     portrait = sniff(fixture("sharp/Portrait_6.jpg"), limits)
     assert portrait.orientation == 6 and portrait.oriented_width == portrait.height
+
+
+def test_sniff_reads_an_ultrahdr_jpeg_header_through_jpegload_as_the_worker_does(limits):
+    path = fixture("sharp/gain-map.jpg")
+    assert pyvips.Image.new_from_file(str(path)).get("vips-loader").startswith("uhdrload")  # libvips' own pick
+    from_file, from_bytes = sniff(path, limits), sniff_bytes(path.read_bytes(), limits)
+    assert from_file.loader == "jpegload" and from_bytes.loader == "jpegload_buffer"
+    assert from_file.format == from_bytes.format == "jpeg"
+    assert (from_file.width, from_file.height) == (from_bytes.width, from_bytes.height)
+    assert (from_file.width, from_file.height) == (pyvips.Image.new_from_file(str(path)).width,
+                                                   pyvips.Image.new_from_file(str(path)).height)
 
 
 @pytest.mark.parametrize("content, code", [
