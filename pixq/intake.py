@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from pixq import events, names
 from pixq.errors import status_unavailable
-from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType, Priority
+from pixq.jobs import JobInput, JobMessage, JobMetadata, JobStatus, JobType, Priority, utc_now
 from pixq.queue import publish_job
 from pixq.quotas import TenantQuota
 from pixq.spec import PipelineSpec
@@ -63,19 +63,26 @@ async def enqueue(nc: NATS, js: JetStreamContext, status: StatusStore, *, job_id
     Returns the job's status record. Raises PixqError (QUEUE_UNAVAILABLE, STATUS_UNAVAILABLE,
     QuotaExceeded, or PublishUnconfirmed) when NATS or Redis is down or the tenant is at its
     cap: call again with the same arguments."""
+    def message_of(fields: dict[str, Any]) -> JobMessage:
+        return JobMessage(job_id=job_id, type=job_type, tenant=tenant, spec=spec, input=job_input, preset=preset,
+                          callback_url=fields.get("callback_url"), batch_id=fields.get("batch_id"),
+                          priority=fields.get("priority") or Priority.INTERACTIVE,
+                          metadata=JobMetadata(created_at=fields["created_at"],
+                                               request_id=fields.get("request_id") or request_id))
+
     record = await status.get(job_id)
     if record is None:
+        # Kept with the record, as the API's own submit does: if this process dies before its
+        # publish, another API's round publishes the job (requeue_unpublished).
+        created_at = utc_now()
+        kept = message_of({**extra, "created_at": created_at, "request_id": request_id})
         record = await status.create(job_id, job_type.value, tenant, request_id, quota=quota,
-                                     preset=json.dumps(preset) if preset else None, **extra)
+                                     preset=json.dumps(preset) if preset else None,
+                                     message=kept.model_dump_json().encode(), created_at=created_at, **extra)
     if not may_be_unpublished(record):
         return record  # a worker has it, it ran, or the DLQ replayed it: never queue it again
     await events.publish_queued_event(nc, js, record)
-    message = JobMessage(job_id=job_id, type=job_type, tenant=tenant, spec=spec, input=job_input, preset=preset,
-                         callback_url=record.get("callback_url"), batch_id=record.get("batch_id"),
-                         priority=record.get("priority") or Priority.INTERACTIVE,
-                         metadata=JobMetadata(created_at=record["created_at"],
-                                              request_id=record.get("request_id") or request_id))
-    await publish_job(js, message)
+    await publish_job(js, message_of(record))  # from the stored record: what the first request recorded
     return record
 
 

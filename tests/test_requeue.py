@@ -14,7 +14,7 @@ import redis.asyncio as redis
 
 from pixq import intake, names
 from pixq.deps import Dependencies
-from pixq.jobs import JobInput, JobMessage, JobMetadata, JobType, utc_now
+from pixq.jobs import JobInput, JobMessage, JobMetadata, JobType, Priority, utc_now
 from pixq.publish import PUBLISH_CONFIRM_SECONDS, PUBLISH_TIMEOUT_SECONDS
 from pixq.spec import to_pipeline
 from pixq.settings import REQUEUE_CHECK_AFTER_MIN, ConfigError, load_settings
@@ -88,6 +88,32 @@ async def test_a_recorded_job_missing_from_the_stream_is_published_once(make_set
             assert done["attempts"] == 1
     finally:
         await deps.close()
+
+
+async def test_a_record_enqueue_creates_keeps_its_message_as_the_api_submit_does(make_settings):
+    """intake.enqueue creates the record when none exists (a bucket event; a replay whose first
+    API died before recording the job). It keeps the job's message with that record, so that if
+    this process dies before its publish too, another API's round publishes the job."""
+    settings = make_settings("local")
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    deps = await Dependencies.open(settings, client_name="test-requeue")
+    job_id = str(uuid.uuid4())
+    try:
+        record = await intake.enqueue(deps.nc, deps.js, deps.status, job_id=job_id, job_type=JobType.RESIZE,
+                                      tenant="default", spec=to_pipeline(JobType.RESIZE, {"width": 40}),
+                                      job_input=JobInput(storage_key="inputs/default/photo.jpg"),
+                                      request_id="req-enqueue", priority=Priority.BATCH.value)
+        assert await kept(client, job_id) == (True, True)
+        message = JobMessage.model_validate_json(await client.get(names.unpublished_message_key(job_id)))
+        assert (message.job_id, message.metadata.created_at, message.metadata.request_id, message.priority) == \
+            (job_id, record["created_at"], "req-enqueue", Priority.BATCH)
+        # The kept message is the one enqueue published (same Nats-Msg-Id): the round adds nothing.
+        assert await intake.requeue_unpublished(deps.nc, deps.js, deps.status, older_than=0) == \
+            intake.Requeued(checked=1, published=0)
+        assert (await deps.js.stream_info(names.JOBS_STREAM)).state.messages == 1
+    finally:
+        await deps.close()
+        await client.aclose()
 
 
 def test_requeue_check_after_stays_above_the_publish_bound(monkeypatch, capsys):
