@@ -1,25 +1,22 @@
 """The app factory: tenants are loaded at once (a bad TENANTS_FILE stops the process);
 dependencies are opened on startup and closed on cleanup."""
 
-import asyncio
 import ipaddress
 from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
+from api.chores import chores
 from api.context import CONTEXT, ApiContext
-from api.direct_uploads import upload_sweeper
 from api.events_hub import EVENTS_HUB, EventHub, end_streams
 from api.handlers import images
 from api.metrics import seed_series
 from api.middleware import IN_FLIGHT, InFlight, authenticate, observe
 from api.ratelimit import add_headers, limit_by_ip, limit_by_tenant, rate_limiter
 from api.routes import setup_routes
-from api.submission import requeue_unpublished
-from pixq import eventloop, housekeeping, pending_inputs
+from pixq import eventloop
 from pixq.deps import Dependencies
-from pixq.errors import PixqError
 from pixq.limits import Limits
 from pixq.jobs import JobType
 from pixq.settings import Settings, fail_config
@@ -72,25 +69,12 @@ def create_app(settings: Settings) -> web.Application:
         app[EVENTS_HUB] = hub
         log.info("api_started", host=settings.api_host, port=settings.api_port,
                  storage=settings.storage_type, tenants=len(tenants.tenants), event_loop=eventloop.running())
-        # What an API killed mid-submit leaves: inputs of submits that never finished
-        # (pixq.pending_inputs), jobs recorded and maybe never published (pixq.intake).
-        stop_chores = asyncio.Event()
-        chores = [
-            asyncio.create_task(pending_inputs.run_sweeper(
-                deps.status, deps.storage, settings.pending_input_grace, settings.pending_input_sweep_interval,
-                stop_chores), name="pixq-pending-input-sweeper"),
-            asyncio.create_task(housekeeping.every(
-                settings.requeue_check_interval, stop_chores, lambda: requeue_unpublished(app[CONTEXT]),
-                "requeue_check", (PixqError,)), name="pixq-requeue-check"),
-        ]
         yield
-        stop_chores.set()
-        await asyncio.gather(*chores)
         await hub.stop()
         await deps.close()
 
     app.cleanup_ctx.append(dependencies)
-    app.cleanup_ctx.append(upload_sweeper)  # local storage: expired unclaimed uploads (docs/inputs.md)
+    app.cleanup_ctx.append(chores)  # sweeps and the requeue round (api.chores): after the dependencies
     app.cleanup_ctx.append(rate_limiter(settings))
     app.on_response_prepare.append(add_headers)  # RateLimit, RateLimit-Policy, Retry-After
     # Before aiohttp waits for open requests to finish: SSE streams end, long-polls answer.

@@ -23,24 +23,19 @@ pass through an API pod on S3, which is the point (a multipart upload costs the 
 """
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
 import structlog
-from aiohttp import web
 
-from api.context import CONTEXT, ApiContext
+from api.context import ApiContext
 from pixq import names
 from pixq.errors import ErrorCode, PixqError
 from pixq.sniff import ImageInfo, check_spec_fits, sniff_bytes
 from pixq.spec import PipelineSpec
-from pixq.storage import LocalStorage
 from pixq.storage import upload_tokens
-from pixq.storage.sweep import run_upload_sweeper
 from pixq.tenants import Tenant
 
 log = structlog.get_logger("pixq.uploads")
@@ -137,27 +132,3 @@ async def _sniff_object(ctx: ApiContext, key: str, size: int) -> ImageInfo:
 
 async def _sniff_bytes(ctx: ApiContext, data: bytes) -> ImageInfo:
     return await asyncio.to_thread(sniff_bytes, data, ctx.limits)
-
-
-async def upload_sweeper(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: with local storage, sweep expired unclaimed uploads every
-    UPLOAD_SWEEP_INTERVAL while the API runs (pixq.storage.sweep).
-
-    In the API, not the worker: the API is what writes ``uploads/`` (POST /uploads/{token}), one
-    API serves many workers on a local-storage host (one sweeper, not one per worker), and a
-    worker's loops are fatal when they fail, which housekeeping should never be."""
-    ctx = app[CONTEXT]
-    storage = ctx.deps.storage
-    if not isinstance(storage, LocalStorage):
-        yield
-        return
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_upload_sweeper(storage, ctx.settings.upload_retention,
-                                                  ctx.settings.upload_sweep_interval, stop),
-                               name="pixq-upload-sweeper")
-    try:
-        yield
-    finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -15,7 +15,7 @@ from nats.errors import Error as NatsError
 
 from api import direct_uploads, presets
 from api.context import ApiContext
-from api.metrics import JOBS_SUBMITTED, QUOTA_REFUSALS, UNPUBLISHED_JOBS_PUBLISHED
+from api.metrics import JOBS_SUBMITTED, QUOTA_REFUSALS
 from api.params import is_utf8
 from api.uploads import SubmitRequest
 from pixq import events, intake, lifecycle, names, pending_inputs, quotas, sources
@@ -176,13 +176,6 @@ async def accept_job(ctx: ApiContext, job_type: JobType, submit: SubmitRequest, 
     job_log.info("job_accepted", type=job_type.value, priority=priority.value, storage_key=job_input.storage_key,
                  source=sources.origin(job_input.url) if job_input.url else None)
     return Accepted(job_id, replayed=False)
-
-
-async def requeue_unpublished(ctx: ApiContext) -> None:
-    """One round of pixq.intake.requeue_unpublished, counted (a housekeeping chore of every API)."""
-    round_ = await intake.requeue_unpublished(ctx.deps.nc, ctx.deps.js, ctx.deps.status,
-                                              ctx.settings.requeue_check_after)
-    UNPUBLISHED_JOBS_PUBLISHED.inc(round_.published)
 
 
 async def _resolve_input(ctx: ApiContext, submit: SubmitRequest, spec: PipelineSpec, tenant: Tenant, job_id: str,
