@@ -11,7 +11,9 @@ worker's libvips settings, and prints JSON:
      "nats_cpu_ms_per_job", "redis_cpu_ms_per_job", "api_cpu_ms_per_job", ...}
 
 ``overhead_ms`` (worker minus engine, the median over the runs of each stack run's worker CPU
-less the engine round taken right after it) is what the issue bounds at 2 ms. Usage:
+less the engine round taken right after it) is what the issue bounds at 2 ms; it carries the
+machine's drift between the two. ``loop_thread_cpu_ms_per_job`` (the worker's event-loop thread,
+read in the same runs) carries none: a lower bound of the overhead. Usage:
 
     python -m bench.plumbing [--jobs 300] [--repeats 3] [--profile out.txt]
 
@@ -82,22 +84,31 @@ class EngineLoop:
         return (ended.user - started.user) * 1000 / count, (ended.system - started.system) * 1000 / count
 
 
-def _user_system(pid: int) -> tuple[float, float]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _user_system(pid: int, tid: int | None = None) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid``, or of its thread ``tid``."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def stack_cpu(stack: LocalStack, keys: dict[str, str], count: int) -> dict:
     """CPU ms per job by process (bench.driver.cpu_per_job), plus the worker's user / system split
-    (system time includes loopback TCP: a send on loopback runs the receive path too)."""
+    (system time includes loopback TCP: a send on loopback runs the receive path too) and its
+    event-loop thread's CPU (``worker_loop_thread``).
+
+    The loop thread (the main thread: its id is the pid) runs every step of a job but the
+    engine and the storage and sniff calls the worker hands to threads: a lower bound of the
+    plumbing, measured in the same run as the rest, so the machine's drift cannot land on it
+    as it lands on the difference against an engine round taken afterwards."""
     pid = stack.worker_pids()[0]
-    before = _user_system(pid)
+    before, loop_before = _user_system(pid), _user_system(pid, pid)
     result = run_async(run_jobs(stack, _jobs(count), keys))
-    after = _user_system(pid)
+    after, loop_after = _user_system(pid), _user_system(pid, pid)
     if result["statuses"] != {"completed": count}:
         raise SystemExit(f"bench.plumbing: not every job completed: {result['statuses']}")
     return {**result["cpu_ms_per_job"], "worker_user": round((after[0] - before[0]) * 1000 / count, 2),
-            "worker_system": round((after[1] - before[1]) * 1000 / count, 2)}
+            "worker_system": round((after[1] - before[1]) * 1000 / count, 2),
+            "worker_loop_thread": round((sum(loop_after) - sum(loop_before)) * 1000 / count, 2)}
 
 
 def profile(stack: LocalStack, keys: dict[str, str], count: int, out: Path) -> list[list]:
@@ -183,6 +194,7 @@ def main() -> None:
            "nats_cpu_ms_per_job": med("nats"), "redis_cpu_ms_per_job": med("redis"),
            "api_cpu_ms_per_job": med("api"), "worker_user_ms_per_job": med("worker_user"),
            "worker_system_ms_per_job": med("worker_system"),
+           "loop_thread_cpu_ms_per_job": med("worker_loop_thread"),
            "engine_user_ms_per_job": round(engine_user, 2), "engine_system_ms_per_job": round(engine_system, 2),
            "runs": runs}
     if frames:

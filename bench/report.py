@@ -307,12 +307,18 @@ def plumbing_section(data: dict, targets: list) -> str:
     """bench/plumbing.py's JSON (helper 'plumbing'): worker CPU per job beyond the engine."""
     try:
         services = round(data["nats_cpu_ms_per_job"] + data["redis_cpu_ms_per_job"] + data["api_cpu_ms_per_job"], 2)
-        _max_target(targets, f"{I16}worker CPU per job beyond `worker.imaging.process` ≤ 2 ms",
-                    data["overhead_ms"], 2.0, "ms")
+        # The difference against an engine round taken afterwards carries the machine's drift
+        # (it has read 1.2 ms in a run whose loop thread alone spent 3.8): never below the loop
+        # thread's own CPU, measured in the same runs.
+        plumbing = max(data["overhead_ms"], data.get("loop_thread_cpu_ms_per_job") or 0.0)
+        _max_target(targets, f"{I16}worker CPU per job beyond `worker.imaging.process` ≤ 2 ms "
+                    "(the larger of the difference and the event-loop thread's CPU)", plumbing, 2.0, "ms")
         _max_target(targets, f"{I16}NATS + Redis + API CPU per storage_key job ≤ 2 ms", services, 2.0, "ms")
         rows = [["worker (whole process)", data["worker_cpu_ms_per_job"]],
                 ["`worker.imaging.process` alone", data["engine_cpu_ms_per_job"]],
                 ["worker overhead (difference)", data["overhead_ms"]],
+                ["worker's event-loop thread (same runs: a lower bound of the overhead)",
+                 data.get("loop_thread_cpu_ms_per_job", "not recorded")],
                 ["nats-server", data["nats_cpu_ms_per_job"]], ["redis-server", data["redis_cpu_ms_per_job"]],
                 ["API", data["api_cpu_ms_per_job"]], ["NATS + Redis + API", services]]
     except KeyError as exc:  # TODO(bench): bench/plumbing.py's JSON changed shape; update this section
@@ -331,6 +337,9 @@ process, median run, against `worker.imaging.process` alone on the same bytes an
 in this process right after each stack run (the overhead is the median of the {data.get('repeats')} pairs'
 differences, {', '.join(str(x) for x in data.get('overhead_runs', [])) or 'not recorded'} ms: on a shared VM
 the machine's speed drifts by more than the plumbing costs between two runs minutes apart).
+The event-loop thread's CPU is read from the worker's main thread in the same runs, so no drift
+lands on it: every step of a job runs there but the engine and the storage and sniff calls
+handed to threads, so it is a lower bound of the overhead.
 
 {_table(["process", "CPU ms per job"], rows)}
 {top}"""
