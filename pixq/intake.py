@@ -71,18 +71,22 @@ async def enqueue(nc: NATS, js: JetStreamContext, status: StatusStore, *, job_id
                                                request_id=fields.get("request_id") or request_id))
 
     record = await status.get(job_id)
+    message, data = None, None
     if record is None:
         # Kept with the record, as the API's own submit does: if this process dies before its
         # publish, another API's round publishes the job (requeue_unpublished).
         created_at = utc_now()
-        kept = message_of({**extra, "created_at": created_at, "request_id": request_id})
+        message = message_of({**extra, "created_at": created_at, "request_id": request_id})
+        data = message.model_dump_json().encode()
         record = await status.create(job_id, job_type.value, tenant, request_id, quota=quota,
                                      preset=json.dumps(preset) if preset else None,
-                                     message=kept.model_dump_json().encode(), created_at=created_at, **extra)
+                                     message=data, created_at=created_at, **extra)
     if not may_be_unpublished(record):
         return record  # a worker has it, it ran, or the DLQ replayed it: never queue it again
     await events.publish_queued_event(nc, js, record)
-    await publish_job(js, message_of(record))  # from the stored record: what the first request recorded
+    if message is None:
+        message = message_of(record)  # from the stored record: what the first request recorded
+    await publish_job(js, message, data)
     return record
 
 
