@@ -391,6 +391,31 @@ def test_cancellation_set_from_another_thread_kills_libvips_work():
     assert time.perf_counter() - started < uncancelled * 0.75  # killed, not run to the end
 
 
+def test_cancellation_holds_no_image_once_the_pipeline_returns():
+    """JobRunner's Cancellation outlives process_job: it goes with the attempt, on the event
+    loop. Holding the pipeline's images until then made libvips free the whole pipeline on the
+    loop's thread (0.5 ms of loop CPU per photo job, issue 16); process_job releases them in
+    its own thread, on success and on failure alike."""
+    from worker.imaging import Cancellation
+
+    registered: list[int] = []
+
+    class Counting(Cancellation):
+        def register(self, image: pyvips.Image) -> None:
+            registered.append(1)
+            super().register(image)
+
+    cancel = Counting()
+    run(pyvips.Image.black(64, 48, bands=3), "pipeline", cancel=cancel,
+        variants=[{"name": "a", "format": "png"}, {"name": "b", "format": "jpeg"}])
+    assert len(registered) >= 3  # the shared copy and both encodes were watched
+    assert cancel._images == []
+    registered.clear()
+    with pytest.raises(PixqError):
+        run(b"\xff\xd8\xff" + bytes(100), "pipeline", cancel=cancel, variants=[{"name": "a", "format": "png"}])
+    assert cancel._images == []
+
+
 # --- turns before a resize (issue 16: they run on the shrink-on-load image) -------------
 
 @pytest.mark.parametrize("turns, left, right", [

@@ -70,6 +70,9 @@ def process_job(data: bytes, spec: PipelineSpec, limits: Limits,
     except Exception as exc:  # noqa: BLE001 - the contract: nothing else escapes
         guard.check()
         raise PixqError(ErrorCode.PROCESSING_FAILED, f"processing failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        if isinstance(cancel, Cancellation):
+            cancel.release()
 
 
 def _run(data: bytes, spec: PipelineSpec, limits: Limits, guard: "Guard") -> Processed:
@@ -280,6 +283,14 @@ class Cancellation(threading.Event):
             super().set()
             for image in self._images:
                 image.set_kill(True)
+
+    def release(self) -> None:
+        """Drop the registered images once the pipeline is done with them, in its own thread.
+        Otherwise the last reference goes with the Cancellation on the event loop (the caller's
+        local), and libvips frees the whole pipeline there: teardown work on the loop's thread,
+        serialised with every other job's plumbing (issue 16)."""
+        with self._lock:
+            self._images.clear()
 
 
 class Guard:
