@@ -1,5 +1,9 @@
 """One attempt of one job: fetch the input, run the libvips pipeline in a thread, store every output.
 
+A stored input is read, processed and its outputs stored in one call on the pool's thread
+(Storage's blocking read_bytes / write_bytes), so the event loop hands each attempt to a thread
+once (twice with REUSE_OUTPUTS: the fingerprint is looked up in Redis between the two).
+
 With a ReuseIndex (REUSE_OUTPUTS), an input and spec already seen for this tenant skip the
 pipeline: the earlier job's outputs are copied to this job's keys instead (worker.reuse).
 """
@@ -52,11 +56,18 @@ class JobRunner:
             raise
 
     async def _attempt(self, job: JobMessage, cancel: Cancellation) -> JobResult:
-        data = await self.read_input(job)
         loop = asyncio.get_running_loop()
-        digest = None
-        if self.reuse is not None:
-            digest = await loop.run_in_executor(self.pool, fingerprint, data, job.spec, self.limits)
+        if self.reuse is None and job.input.url is None:
+            # One trip to the pool: read, process, store (each trip costs the event loop a
+            # future, a wake-up and a callback; issue 16's plumbing budget).
+            return await loop.run_in_executor(self.pool, self._process_and_store, job, None, cancel)
+        if job.input.url is not None:
+            data = await self.read_input(job)
+            digest = None if self.reuse is None else await loop.run_in_executor(
+                self.pool, fingerprint, data, job.spec, self.limits)
+        else:
+            data, digest = await loop.run_in_executor(self.pool, self._read_and_fingerprint, job)
+        if digest is not None:
             earlier = await self.reuse.lookup(job.tenant, digest)
             # A record naming this very job: a redelivery after the record was written. Process
             # it again rather than copy its outputs onto themselves.
@@ -66,17 +77,33 @@ class JobRunner:
                     REUSED.inc()
                     await self.reuse.record(job.tenant, digest, job.job_id, reused)
                     return reused
-        processed = await loop.run_in_executor(self.pool, process_job, data, job.spec, self.limits, cancel)
-        outputs = []
-        for output in processed.outputs:
-            key = names.output_object_key(job.tenant, job.job_id, output.name, output.extension)
-            await self.storage.put_bytes(key, output.data, formats.mime_of(output.format))
-            outputs.append(OutputInfo(name=output.name, storage_key=key, width=output.width,
-                                      height=output.height, format=output.format, bytes=len(output.data)))
-        result = JobResult(variants=outputs, input=processed.input, analysis=processed.analysis)
+        result = await loop.run_in_executor(self.pool, self._process_and_store, job, data, cancel)
         if digest is not None:  # reuse is on; recorded only now: every output is stored
             await self.reuse.record(job.tenant, digest, job.job_id, result)
         return result
+
+    def _read_and_fingerprint(self, job: JobMessage) -> tuple[bytes, str]:
+        """The stored input and its fingerprint (worker.reuse), in one trip to the pool."""
+        data = self.storage.read_bytes(job.input.storage_key, self.limits.max_input_bytes)
+        return data, fingerprint(data, job.spec, self.limits)
+
+    def _process_and_store(self, job: JobMessage, data: bytes | None, cancel: Cancellation) -> JobResult:
+        """On a pool thread: read the stored input when ``data`` is None, run the pipeline and
+        store every output. The input's bytes and libvips' images are freed here too, not on the
+        event loop. A timed-out attempt (``cancel`` set) stores nothing more."""
+        if data is None:
+            data = self.storage.read_bytes(job.input.storage_key, self.limits.max_input_bytes)
+        processed = process_job(data, job.spec, self.limits, cancel)
+        del data
+        outputs = []
+        for output in processed.outputs:
+            if cancel.is_set():
+                raise PixqError(ErrorCode.TIMEOUT, "processing cancelled: job timeout")
+            key = names.output_object_key(job.tenant, job.job_id, output.name, output.extension)
+            self.storage.write_bytes(key, output.data, formats.mime_of(output.format))
+            outputs.append(OutputInfo(name=output.name, storage_key=key, width=output.width,
+                                      height=output.height, format=output.format, bytes=len(output.data)))
+        return JobResult(variants=outputs, input=processed.input, analysis=processed.analysis)
 
     async def copy_outputs(self, job: JobMessage, earlier: Earlier) -> JobResult | None:
         """``earlier``'s outputs copied to this job's own keys (so deleting either job's outputs

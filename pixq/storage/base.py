@@ -1,7 +1,10 @@
 """What the API and workers need from object storage.
 
 Every method is async and raises PixqError: STORAGE_UNAVAILABLE for outages (transient,
-retried by workers, 503 at the API) and INPUT_NOT_FOUND for a missing object.
+retried by workers, 503 at the API) and INPUT_NOT_FOUND for a missing object. The two blocking
+forms, ``read_bytes`` and ``write_bytes``, are for code already on a worker thread: a worker's
+attempt reads its input, runs libvips and stores the outputs in one trip to its thread pool
+(worker.execute), not three.
 """
 
 from dataclasses import dataclass, field
@@ -43,6 +46,12 @@ class Storage(Protocol):
 
     async def get_bytes(self, key: str, max_bytes: int) -> bytes:
         """Read an object; PAYLOAD_TOO_LARGE when it is larger than max_bytes."""
+
+    def read_bytes(self, key: str, max_bytes: int) -> bytes:
+        """get_bytes, blocking: only on a worker thread, never on the event loop."""
+
+    def write_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """put_bytes, blocking: only on a worker thread, never on the event loop."""
 
     async def size(self, key: str) -> int | None:
         """Object size in bytes, or None when it does not exist."""

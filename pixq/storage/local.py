@@ -85,21 +85,22 @@ class LocalStorage:
             await asyncio.to_thread(self._atomic_write, key, copy)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        await asyncio.to_thread(self._atomic_write, key, lambda handle: handle.write(data))
+        await asyncio.to_thread(self.write_bytes, key, data, content_type)
+
+    def write_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        self._atomic_write(key, lambda handle: handle.write(data))
 
     async def get_bytes(self, key: str, max_bytes: int) -> bytes:
+        return await asyncio.to_thread(self.read_bytes, key, max_bytes)
+
+    def read_bytes(self, key: str, max_bytes: int) -> bytes:
         """The object's bytes. A key that can never be read (nothing there, a directory, a path
         through a file, a name too long) is INPUT_NOT_FOUND, a permanent failure; only other
         I/O errors are STORAGE_UNAVAILABLE, which workers retry."""
         path = self.path_of(key)
-
-        def read() -> bytes:
+        try:
             with open(path, "rb") as handle:
                 data = handle.read(max_bytes + 1)
-            return data
-
-        try:
-            data = await asyncio.to_thread(read)
         except OSError as exc:
             if _names_no_object(exc):
                 raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at {key}") from None

@@ -41,8 +41,12 @@ class S3Storage:
         self.public_base = f"{'https' if settings.storage_secure else 'http'}://{public}"
 
     async def _call(self, what: str, func, *args, **kwargs):
+        return await asyncio.to_thread(self._call_blocking, what, func, *args, **kwargs)
+
+    def _call_blocking(self, what: str, func, *args, **kwargs):
+        """``func(*args, **kwargs)`` with minio's and urllib3's errors as PixqError."""
         try:
-            return await asyncio.to_thread(func, *args, **kwargs)
+            return func(*args, **kwargs)
         except S3Error as exc:
             if exc.code in _MISSING:
                 raise PixqError(ErrorCode.INPUT_NOT_FOUND, f"no object at {args[1] if len(args) > 1 else '?'}") from None
@@ -69,10 +73,16 @@ class S3Storage:
                          content_type=content_type, sse=self.sse)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        await self._call("upload", self.client.put_object, self.bucket, key, io.BytesIO(data),
-                         len(data), content_type=content_type, sse=self.sse)
+        await asyncio.to_thread(self.write_bytes, key, data, content_type)
+
+    def write_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        self._call_blocking("upload", self.client.put_object, self.bucket, key, io.BytesIO(data),
+                            len(data), content_type=content_type, sse=self.sse)
 
     async def get_bytes(self, key: str, max_bytes: int) -> bytes:
+        return await asyncio.to_thread(self.read_bytes, key, max_bytes)
+
+    def read_bytes(self, key: str, max_bytes: int) -> bytes:
         def read() -> bytes:
             response = self.client.get_object(self.bucket, key)
             try:
@@ -81,7 +91,7 @@ class S3Storage:
                 response.close()
                 response.release_conn()
 
-        data = await self._call("download", lambda *_: read(), self.bucket, key)
+        data = self._call_blocking("download", lambda *_: read(), self.bucket, key)
         if len(data) > max_bytes:
             raise PixqError(ErrorCode.PAYLOAD_TOO_LARGE, f"input is larger than MAX_INPUT_BYTES={max_bytes}")
         return data
