@@ -319,6 +319,12 @@ def plumbing_section(data: dict, targets: list) -> str:
                 ["worker overhead (difference)", data["overhead_ms"]],
                 ["worker's event-loop thread (same runs: a lower bound of the overhead)",
                  data.get("loop_thread_cpu_ms_per_job", "not recorded")],
+                *([["worker's pool threads (the engine's calls, storage read and write)",
+                    data["worker_pool_threads_ms_per_job"]],
+                   ["`worker.imaging.process` alone: its calling thread", data["engine_calling_thread_ms_per_job"]],
+                   ["worker's libvips threads", data["worker_libvips_threads_ms_per_job"]],
+                   ["`worker.imaging.process` alone: libvips threads", data["engine_libvips_threads_ms_per_job"]]]
+                  if "worker_pool_threads_ms_per_job" in data else []),
                 ["nats-server", data["nats_cpu_ms_per_job"]], ["redis-server", data["redis_cpu_ms_per_job"]],
                 ["API", data["api_cpu_ms_per_job"]], ["NATS + Redis + API", services]]
     except KeyError as exc:  # TODO(bench): bench/plumbing.py's JSON changed shape; update this section
@@ -334,12 +340,16 @@ def plumbing_section(data: dict, targets: list) -> str:
 `python -m bench.plumbing`: one worker, JSON storage_key resizes of the two photos (fit 512x512
 JPEG Q80), {data.get('jobs')} jobs × {data.get('repeats')} runs; CPU (user + system from /proc) per job of each
 process, median run, against `worker.imaging.process` alone on the same bytes and spec, measured
-in this process right after each stack run (the overhead is the median of the {data.get('repeats')} pairs'
-differences, {', '.join(str(x) for x in data.get('overhead_runs', [])) or 'not recorded'} ms: on a shared VM
-the machine's speed drifts by more than the plumbing costs between two runs minutes apart).
+in this process {'in rounds interleaved with each run, in ' + str(data['slices']) + ' slices of about a second' if data.get('slices') else 'right after each stack run'}
+(the overhead is the median of the {data.get('repeats')} runs' differences,
+{', '.join(str(x) for x in data.get('overhead_runs', [])) or 'not recorded'} ms: on a shared VM the machine's speed
+drifts by several per cent within seconds, more than the plumbing costs).
 The event-loop thread's CPU is read from the worker's main thread in the same runs, so no drift
 lands on it: every step of a job runs there but the engine and the storage and sniff calls
-handed to threads, so it is a lower bound of the overhead.
+handed to threads, so it is a lower bound of the overhead. The rows by thread split the rest the
+same way on both sides: the worker's Python pool threads against the engine's calling thread (both
+run pyvips and libvips' work on the caller; the worker's also read the input and store the
+outputs), and libvips' own threads on each side.
 
 {_table(["process", "CPU ms per job"], rows)}
 {top}"""
