@@ -72,8 +72,10 @@ def quota_of(settings: "Settings", tenant: "Tenant") -> TenantQuota:
 
 
 def month_of(moment: datetime) -> str:
-    """``YYYY-MM`` of a moment in UTC: the budget's period."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m")
+    """``YYYY-MM`` of a moment in UTC: the budget's period. (Formatted by hand: strftime was
+    1 % of a worker's event-loop samples, on every completed job.)"""
+    utc = moment.astimezone(timezone.utc)
+    return f"{utc.year:04d}-{utc.month:02d}"
 
 
 def seconds_to_next_month(moment: datetime) -> int:
