@@ -40,6 +40,16 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 2) if values else 0.0
 
 
+def paired_ratio(numerators: list[float], denominators: list[float]) -> float | None:
+    """The median of each pair's ratio, for runs taken in alternation (raw, stack, raw, stack):
+    each pair shares the machine's speed of its moment. The ratio of the two medians mixes
+    runs of different moments: at 04:09 it read 0.81x for uploads whose pairs read 0.64, 0.86
+    and 0.69. None unless both sides have the same, non-zero number of runs."""
+    if not numerators or len(numerators) != len(denominators) or not all(denominators):
+        return None
+    return round(statistics.median(a / b for a, b in zip(numerators, denominators)), 2)
+
+
 def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, check=True, text=True, capture_output=True, **kwargs)
 

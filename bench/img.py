@@ -32,7 +32,7 @@ from pathlib import Path
 import aiohttp
 import nats
 
-from bench.common import Inputs, LocalStack, log, median, run_async
+from bench.common import Inputs, LocalStack, log, median, paired_ratio, run_async
 from bench.driver import stage_inputs
 from bench.thumbor import Thumbor, drive
 from pixq import names
@@ -148,7 +148,7 @@ def measure_img(inputs: Inputs, processes: int, worker_concurrency: int, repeats
             out["thumbor"] = {"requests": count, "runs": [r["rps"] for r in thumbor_runs],
                               "rps": median([r["rps"] for r in thumbor_runs]),
                               "errors": sum(r["errors"] for r in thumbor_runs)}
-            out["miss_vs_thumbor"] = round(out["miss"]["rps"] / out["thumbor"]["rps"], 2)
+            out["miss_vs_thumbor"] = paired_ratio(out["miss"]["runs"], out["thumbor"]["runs"])  # run i, then i
             log(f"img misses vs thumbor: {out['miss_vs_thumbor']}x (thumbor {out['thumbor']['rps']} rps)")
 
         hit_url = image_url(stack, sources[0], "hit")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.common import BENCH, REPO, RESULTS
+from bench.common import BENCH, REPO, RESULTS, paired_ratio
 from bench.engine_sharp import both_photos
 
 DOC = REPO / "docs" / "benchmarks.md"
@@ -105,7 +105,9 @@ def throughput_section(data: dict, targets: list) -> str:
     for name, figures in stack.items():
         base = name.removesuffix("-upload")
         r = figures.get("paired_raw_jobs_per_s", raw[base]["jobs_per_s"])
-        ratio = round(figures["jobs_per_s"] / r, 2) if r else 0
+        ratio = paired_ratio(figures.get("runs", []), figures.get("paired_raw_runs", []))
+        if ratio is None:  # a run from before the pairs were kept
+            ratio = round(figures["jobs_per_s"] / r, 2) if r else 0
         cpu = figures.get("cpu_ms_per_job", {})
         cpu_text = ", ".join(f"{k} {v}" for k, v in cpu.items())
         rows.append([f"{name}", DESCRIPTIONS.get(base, base), figures["submit"], r, figures["jobs_per_s"],
@@ -135,7 +137,8 @@ Each figure is the median of {data['run']['repeats']} runs after a warm-up; a ru
 alternating the two inputs, timed from the first submit to the last job acknowledged. Raw and
 stack runs **alternate** (raw, stack, raw, stack, …) on the same job list, so a change in the
 shared machine's speed lands on both sides of each ratio; the raw figure of a row is the median
-of the raw runs paired with that row's stack runs.
+of the raw runs paired with that row's stack runs, and "stack / raw" is the median of the
+pairs' ratios (not the ratio of the two medians, which mixes runs of different moments).
 "CPU ms per job" is user+system CPU of each process over the median run, divided by N.
 
 {_table(["workload", "what", "submit", "raw pyvips jobs/s", "stack jobs/s", "stack / raw", "N", "CPU ms per job"], rows)}
@@ -152,7 +155,8 @@ def thumbor_section(data: dict, targets: list) -> str:
     rows = []
     for fmt, c in data["comparison"].items():
         meta = data["thumbor"][fmt].get("output_metadata")
-        ceiling = round(c["raw_pyvips_jobs_per_s"] / c["thumbor_rps"], 2) if c["thumbor_rps"] else "?"
+        ceiling = paired_ratio(c.get("raw_runs", []), c.get("thumbor_runs", [])) or (
+            round(c["raw_pyvips_jobs_per_s"] / c["thumbor_rps"], 2) if c["thumbor_rps"] else "?")
         rows.append([fmt.upper(), c["raw_pyvips_jobs_per_s"], c["pixq_stack_jobs_per_s"], c["thumbor_rps"],
                      f"{c['ratio']}×", f"{ceiling}×", f"≥ {goal[fmt]}×", data["thumbor"][fmt]["errors"],
                      ", ".join(k for k, v in meta.items() if v) or "none" if meta else "?"])
@@ -176,7 +180,8 @@ with {t['client_connections']} keep-alive connections alternating the two photos
 (JSON `storage_key` submits, the same two photos in the same format, fit 512x512 JPEG Q80,
 section 1's rows). Each thumbor run follows a pixq stack run of section 1 with the same request
 count (raw, pixq, thumbor, raw, pixq, thumbor, …), so the three sides of a row share the machine's
-speed of the moment; each figure is the median of its side's runs. Until 2026-11-30 23:30 thumbor
+speed of the moment; each jobs/s or rps figure is the median of its side's runs, and each ratio the
+median of the three-run sets' ratios (since 2026-12-01 04:20; before, the ratio of the medians). Until 2026-11-30 23:30 thumbor
 ran minutes after section 1, and a drift of the machine's speed between the two landed on the ratio
 alone. Output is JPEG for every input format on both sides. "raw / thumbor" is the
 ceiling: what any stack on libvips would reach with no plumbing cost at all.
@@ -564,7 +569,7 @@ its is a miss too.
 
 {_table(["what", "requests", "rps", "errors"], rows)}
 
-Misses ÷ thumbor: **{data.get('miss_vs_thumbor', 'not measured')}×**.
+Misses ÷ thumbor: **{data.get('miss_vs_thumbor', 'not measured')}×** (the median of the alternated runs' ratios).
 Hits, one URL, one API process: **{hit['rps']} rps**, p50 {hit['p50_ms']} ms, p99 {hit['p99_ms']} ms
 ({hit['requests']} requests, {hit['errors']} errors).
 {burst['requests']} concurrent requests for one uncached URL: **{burst['jobs_published']} job(s)

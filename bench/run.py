@@ -28,7 +28,7 @@ import time
 
 from bench import report
 from bench.common import (RESULTS, WORK, LoadMonitor, dump_json, ensure_loadtest, ensure_py_spy, ensure_thumbor,
-                          load_average, log, machine_info, prepare_inputs)
+                          load_average, log, machine_info, paired_ratio, prepare_inputs)
 
 QUICK = WORK / "quick"
 """Where a --quick run writes its JSON and report: never over the committed figures."""
@@ -129,9 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         comparison = {}
         for fmt, workload in PIXQ_WORKLOAD.items():
             ours = stack_figures[workload]["jobs_per_s"]
-            comparison[fmt] = {"pixq_stack_jobs_per_s": ours, "raw_pyvips_jobs_per_s": raw[workload]["jobs_per_s"],
-                               "thumbor_rps": thumbor[fmt]["rps"],
-                               "ratio": round(ours / thumbor[fmt]["rps"], 2) if thumbor[fmt]["rps"] else None}
+            # Runs of one index were taken in a row (raw, pixq, thumbor): ratios are of pairs.
+            pixq_runs, raw_runs = stack_figures[workload]["runs"], stack_figures[workload]["paired_raw_runs"]
+            thumbor_runs = thumbor[fmt]["runs"]
+            comparison[fmt] = {"pixq_stack_jobs_per_s": ours,
+                               "raw_pyvips_jobs_per_s": stack_figures[workload]["paired_raw_jobs_per_s"],
+                               "thumbor_rps": thumbor[fmt]["rps"], "pixq_runs": pixq_runs, "raw_runs": raw_runs,
+                               "thumbor_runs": thumbor_runs, "ratio": paired_ratio(pixq_runs, thumbor_runs)}
         save("thumbor", throughput_load, {"thumbor": thumbor, "comparison": comparison})
 
     if "api" in only:
