@@ -324,6 +324,9 @@ def plumbing_section(data: dict, targets: list) -> str:
                 ["worker overhead (difference)", data["overhead_ms"]],
                 ["worker's event-loop thread (same runs: a lower bound of the overhead)",
                  data.get("loop_thread_cpu_ms_per_job", "not recorded")],
+                *([["worker's event-loop thread, % of the engine's CPU per job",
+                    f"{100 * data['loop_thread_cpu_ms_per_job'] / data['engine_cpu_ms_per_job']:.1f} %"]]
+                  if data.get("loop_thread_cpu_ms_per_job") and data.get("engine_cpu_ms_per_job") else []),
                 *([["worker's pool threads (the engine's calls, storage read and write)",
                     data["worker_pool_threads_ms_per_job"]],
                    ["`worker.imaging.process` alone: its calling thread", data["engine_calling_thread_ms_per_job"]],
@@ -350,7 +353,8 @@ in this process {'in rounds interleaved with each run, in ' + str(data['slices']
 {', '.join(str(x) for x in data.get('overhead_runs', [])) or 'not recorded'} ms: on a shared VM the machine's speed
 drifts by several per cent within seconds, more than the plumbing costs).
 The event-loop thread's CPU is read from the worker's main thread in the same runs, so no drift
-lands on it: every step of a job runs there but the engine and the storage and sniff calls
+between two measurements lands on it (its milliseconds, like every CPU figure here, still scale
+with the machine's speed: compare runs by its share of the engine's CPU, the row below it): every step of a job runs there but the engine and the storage and sniff calls
 handed to threads, so it is a lower bound of the overhead. The rows by thread split the rest the
 same way on both sides: the worker's Python pool threads against the engine's calling thread (both
 run pyvips and libvips' work on the caller; the worker's also read the input and store the
