@@ -57,17 +57,13 @@ class JobRunner:
 
     async def _attempt(self, job: JobMessage, cancel: Cancellation) -> JobResult:
         loop = asyncio.get_running_loop()
-        if self.reuse is None and job.input.url is None:
-            # One trip to the pool: read, process, store (each trip costs the event loop a
-            # future, a wake-up and a callback; issue 16's plumbing budget).
-            return await loop.run_in_executor(self.pool, self._process_and_store, job, None, cancel)
-        if job.input.url is not None:
-            data = await self.read_input(job)
-            digest = None if self.reuse is None else await loop.run_in_executor(
-                self.pool, fingerprint, data, job.spec, self.limits)
-        else:
-            data, digest = await loop.run_in_executor(self.pool, self._read_and_fingerprint, job)
-        if digest is not None:
+        # A source URL is fetched here, on the loop; a stored input is read on the pool's thread,
+        # in the same trip as the work that follows (each trip costs the event loop a future, a
+        # wake-up and a callback; issue 16's plumbing budget).
+        data = await self.fetch_source(job) if job.input.url is not None else None
+        digest = None
+        if self.reuse is not None:
+            data, digest = await loop.run_in_executor(self.pool, self._read_and_fingerprint, job, data)
             earlier = await self.reuse.lookup(job.tenant, digest)
             # A record naming this very job: a redelivery after the record was written. Process
             # it again rather than copy its outputs onto themselves.
@@ -82,17 +78,23 @@ class JobRunner:
             await self.reuse.record(job.tenant, digest, job.job_id, result)
         return result
 
-    def _read_and_fingerprint(self, job: JobMessage) -> tuple[bytes, str]:
-        """The stored input and its fingerprint (worker.reuse), in one trip to the pool."""
-        data = self.storage.read_bytes(job.input.storage_key, self.limits.max_input_bytes)
+    def _stored_input(self, job: JobMessage) -> bytes:
+        """The job's input from storage, blocking: on a pool thread."""
+        assert job.input.storage_key is not None
+        return self.storage.read_bytes(job.input.storage_key, self.limits.max_input_bytes)
+
+    def _read_and_fingerprint(self, job: JobMessage, data: bytes | None) -> tuple[bytes, str]:
+        """The input (read from storage when ``data`` is None) and its fingerprint (worker.reuse)."""
+        if data is None:
+            data = self._stored_input(job)
         return data, fingerprint(data, job.spec, self.limits)
 
     def _process_and_store(self, job: JobMessage, data: bytes | None, cancel: Cancellation) -> JobResult:
         """On a pool thread: read the stored input when ``data`` is None, run the pipeline and
-        store every output. The input's bytes and libvips' images are freed here too, not on the
-        event loop. A timed-out attempt (``cancel`` set) stores nothing more."""
+        store every output. libvips' images (and a stored input read here) are freed on this
+        thread, not on the event loop. A timed-out attempt (``cancel`` set) stores nothing more."""
         if data is None:
-            data = self.storage.read_bytes(job.input.storage_key, self.limits.max_input_bytes)
+            data = self._stored_input(job)
         processed = process_job(data, job.spec, self.limits, cancel)
         del data
         outputs = []
@@ -124,14 +126,11 @@ class JobRunner:
             outputs.append(output.model_copy(update={"storage_key": key}))
         return earlier.result.model_copy(update={"variants": outputs, "reused_from": earlier.job_id})
 
-    async def read_input(self, job: JobMessage) -> bytes:
-        """The input's bytes: from storage, or fetched from its source URL (pixq.sources)."""
-        if job.input.url is not None:
-            if self.sources is None:
-                raise PixqError(ErrorCode.SOURCE_REFUSED, "this worker was started without source URL support")
-            return await self.sources.fetch(job.input.url, job.tenant, job.job_id)
-        assert job.input.storage_key is not None
-        return await self.storage.get_bytes(job.input.storage_key, self.limits.max_input_bytes)
+    async def fetch_source(self, job: JobMessage) -> bytes:
+        """The input's bytes fetched from its source URL (pixq.sources)."""
+        if self.sources is None:
+            raise PixqError(ErrorCode.SOURCE_REFUSED, "this worker was started without source URL support")
+        return await self.sources.fetch(job.input.url, job.tenant, job.job_id)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
