@@ -55,9 +55,14 @@ def test_cli_submit_wait_download_and_clean_shutdown(stack, tmp_path: Path):
     about_job = [line for line in lines if line.get("job_id") == status["job_id"]]
     assert about_job and all(line.get("request_id") for line in about_job)
     # Every process runs on uvloop, the default EVENT_LOOP (its start-up line names the running loop).
-    started = [line for proc in [*stack.workers, stack.api] for line in map(json.loads, proc.log.read_text().splitlines())
-               if line.get("event") in ("worker_started", "api_started")]
+    started = started_lines(stack)
     assert [line["event_loop"] for line in started] == ["uvloop"] * 3, started
+
+
+def started_lines(stack: Stack) -> list[dict]:
+    """Each process's start-up log line (worker_started, api_started): it names the running loop."""
+    return [line for proc in [*stack.workers, stack.api] for line in map(json.loads, proc.log.read_text().splitlines())
+            if line.get("event") in ("worker_started", "api_started")]
 
 
 def test_bad_configuration_names_the_variable(tmp_path):
@@ -80,6 +85,5 @@ def test_event_loop_asyncio_runs_a_job_on_the_standard_loop(nats, redis_proc, tm
         assert done.returncode == 0 and json.loads(done.stdout)["status"] == "completed", done.stderr
     finally:
         stack.stop()
-    started = [line for proc in [*stack.workers, stack.api] for line in map(json.loads, proc.log.read_text().splitlines())
-               if line.get("event") in ("worker_started", "api_started")]
+    started = started_lines(stack)
     assert [line["event_loop"] for line in started] == ["asyncio"] * 2, started
