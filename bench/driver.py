@@ -19,13 +19,19 @@ SUBMIT_CONCURRENCY = 8
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def stat_cpu(stat: str) -> tuple[float, float]:
+    """(user, system) CPU seconds from the text of a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat
+    file (fields 14 and 15; the name in parentheses may hold spaces, so split after it)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
 def cpu_seconds(stack: LocalStack) -> dict[str, float]:
     """CPU time (user + system) used so far by each stack process and by this bench process."""
     out = {}
     for name, proc in stack.stack.children:
         try:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            out[name] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            out[name] = sum(stat_cpu(Path(f"/proc/{proc.pid}/stat").read_text()))
         except (OSError, IndexError):
             pass
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from bench.common import CORPUS, PHOTOS, LocalStack, ensure_py_spy, log, run_async
-from bench.driver import CLOCK_TICKS, run_jobs, stage_inputs
+from bench.driver import run_jobs, stage_inputs, stat_cpu
 
 PARAMS = {"width": 512, "height": 512, "format": "jpeg", "quality": 80}
 
@@ -102,8 +102,7 @@ def thread_groups(pid: int) -> dict[str, float]:
         except OSError:
             continue
         name = text[text.index("(") + 1:text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
-        seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        seconds = sum(stat_cpu(text))
         group = "main" if task.name == str(pid) else "libvips" if name.startswith("libvips") else "python"
         groups[group] += seconds
     return groups
@@ -111,8 +110,7 @@ def thread_groups(pid: int) -> dict[str, float]:
 
 def _user_system(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of process ``pid``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+    return stat_cpu(Path(f"/proc/{pid}/stat").read_text())
 
 
 def stack_cpu(stack: LocalStack, keys: dict[str, str], count: int) -> dict:
